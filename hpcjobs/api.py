@@ -1,0 +1,260 @@
+"""The public Python API: what the CLI does, callable from a script.
+
+    from hpcjobs import JobSpec, submit, wait
+    sub = submit(JobSpec(kind="mpi", nodes=3, program=["python3", "examples/mpi_allreduce.py"]))
+    final = wait(sub.job_id)
+
+Data flows one way: profile + spec -> prepare (validate, kind checks, plan) -> render ->
+record -> Slurm. Errors are :mod:`hpcjobs.errors` classes carrying the CLI's exit codes.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from hpcjobs import kinds, runs, slurm
+from hpcjobs.cluster import Cluster, load_cluster
+from hpcjobs.errors import BadInput, JobFailed
+from hpcjobs.render import Rendered, materialize
+from hpcjobs.runs import Run
+from hpcjobs.slurm import JobStatus
+from hpcjobs.spec import JobSpec, validate
+
+__all__ = ["JobSpec", "Cluster", "Run", "JobStatus", "Submission", "load_cluster", "prepare",
+           "plan", "render", "submit", "status", "wait", "cancel", "logs"]
+
+_PYTHONS = ("python", "python3")
+
+
+@dataclass
+class Submission:
+    job_id: str | None  # None for a dry run
+    run: Run | None
+    rendered: Rendered
+
+
+def _check_program(spec: JobSpec, kind) -> None:
+    if not spec.program:
+        if kind.needs_program:
+            raise BadInput("PROG", "no program given",
+                           f"put it after --, e.g. hpcjobs submit {kind.name} -- python3 prog.py")
+        return
+    base = spec.chdir or os.getcwd()
+    first = spec.program[0]
+    candidates = [first]
+    name = os.path.basename(first)
+    if name.startswith(_PYTHONS) and len(spec.program) > 1 and not spec.program[1].startswith("-"):
+        candidates = [spec.program[1]]
+    for c in candidates:
+        if "/" in c or c.endswith(".py"):
+            p = Path(base, os.path.expanduser(c))
+            if not p.exists():
+                raise BadInput("PROG", f"{c} does not exist (looked in {base})", "check the path")
+            if not os.access(p, os.R_OK):
+                raise BadInput("PROG", f"{c} is not readable", f"chmod u+r {c}")
+        elif c == first and not shutil.which(c):
+            # Not fatal on a real cluster (the program may exist only on compute nodes),
+            # but almost always a typo here: say so on stderr.
+            print(f"hpcjobs: warning: {c!r} is not on this host's PATH", file=sys.stderr)
+
+
+def prepare(spec: JobSpec, cluster: Cluster | None = None) -> JobSpec:
+    """Validate a spec against the cluster and its kind; refuse what cannot run."""
+    cluster = cluster or load_cluster()
+    kind = kinds.get(spec.kind)
+    unknown = set(spec.options) - set(kind.defaults())
+    if unknown:
+        raise BadInput(f"--{sorted(unknown)[0].replace('_', '-')}", f"not an option of kind {kind.name!r}")
+    s = validate(spec, cluster)
+    s.options = {**kind.defaults(), **s.options}
+    _check_program(s, kind)
+    kind.check(s, cluster)
+    p = kind.plan(s, cluster)
+    if p is not None and not p.ok:
+        raise BadInput(p.field or "plan", p.reason, p.suggestion)
+    return s
+
+
+def plan(spec: JobSpec, cluster: Cluster | None = None):
+    """The kind's plan (numbers and verdict) without refusing; None for kinds without one."""
+    cluster = cluster or load_cluster()
+    kind = kinds.get(spec.kind)
+    s = validate(spec, cluster)
+    s.options = {**kind.defaults(), **s.options}
+    return kind.plan(s, cluster)
+
+
+def render(spec: JobSpec, cluster: Cluster | None = None, *, direct: bool = False) -> Rendered:
+    cluster = cluster or load_cluster()
+    return materialize(prepare(spec, cluster) if not direct else _direct_spec(spec, cluster),
+                       cluster, direct=direct)
+
+
+def _direct_spec(spec: JobSpec, cluster: Cluster) -> JobSpec:
+    s = validate(JobSpec(kind=spec.kind, nodes=spec.nodes, time=spec.time,
+                         partition=spec.partition, options=spec.options), cluster)
+    s.options = {**kinds.get(spec.kind).defaults(), **s.options}
+    return s
+
+
+def submit(spec: JobSpec, cluster: Cluster | None = None, *, dry_run: bool = False) -> Submission:
+    """Validate, render, record and submit. Nothing is written unless sbatch accepts the job."""
+    cluster = cluster or load_cluster()
+    s = prepare(spec, cluster)
+    run_path = runs.new_run_path(s.kind)
+    if s.output_dir is None:
+        s.output_dir = str(run_path)
+    rendered = materialize(s, cluster, run_dir=str(run_path))
+    if dry_run:
+        return Submission(None, None, rendered)
+    meta = {
+        "kind": s.kind, "cluster": cluster.name, "cluster_source": cluster.source,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cwd": os.getcwd(),
+        "user": os.environ.get("USER") or str(os.getuid()),
+        **runs.git_state(s.program, s.chdir),
+    }
+    run = runs.create(run_path, rendered.script, s.to_dict(), rendered.files, meta)
+    try:
+        extra = [f"--export=ALL,{','.join(s.env_pass)}"] if s.env_pass else []
+        job_id = slurm.sbatch(str(run.script), extra=extra, cwd=s.chdir)
+    except BaseException:
+        runs.discard(run)
+        raise
+    run.update_meta(job_id=job_id, submitted=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    runs.link_job(run, job_id)
+    return Submission(job_id, run, rendered)
+
+
+def status(job_ids: list[str] | None = None, *, limit: int = 20) -> list[tuple[JobStatus, Run | None]]:
+    """Status of the given jobs, or of the most recent recorded ones."""
+    if job_ids:
+        states = slurm.job_status(job_ids)
+        result = []
+        for jid, st in states.items():
+            run = runs.find(jid)
+            if st.state == "UNKNOWN" and run:
+                st = _recorded(run, st)
+            result.append((st, run))
+        return result
+    recorded = [r for r in runs.all_runs() if r.job_id][-limit:] if limit else \
+        [r for r in runs.all_runs() if r.job_id]
+    if not recorded:
+        return []
+    live = {st.job_id: st for st in slurm.squeue(job_ids=[r.job_id for r in recorded])} \
+        if len(recorded) <= 100 else {st.job_id: st for st in slurm.squeue(user=_user())}
+    out = []
+    missing = []
+    for r in recorded:
+        st = live.get(r.job_id)
+        if st is None:
+            final = r.meta().get("final")
+            if final:
+                st = JobStatus(**{**final, "source": "record"})
+            else:
+                missing.append(r)
+                continue
+        out.append((st, r))
+    if missing:
+        states = slurm.job_status([r.job_id for r in missing])
+        for r in missing:
+            st = states.get(r.job_id) or JobStatus(r.job_id, "UNKNOWN")
+            if st.done:
+                r.update_meta(final=st.to_dict())
+            out.append((st, r))
+    out.sort(key=lambda x: int(x[0].job_id.split("_")[0]) if x[0].job_id.split("_")[0].isdigit() else 0)
+    return out
+
+
+def _user() -> str:
+    import getpass
+
+    return getpass.getuser()
+
+
+def _recorded(run: Run, st: JobStatus) -> JobStatus:
+    final = run.meta().get("final")
+    return JobStatus(**{**final, "source": "record"}) if final else st
+
+
+def wait(job_id: str, *, poll: float = 0.25, max_poll: float = 2.0, timeout: float | None = None,
+         on_update: Callable[[JobStatus, float], None] | None = None, raise_on_failure: bool = False
+         ) -> JobStatus:
+    """Block until the job (every task of an array) ends; returns its final status.
+
+    Polls scontrol from 0.25 s up to 2 s (``sbatch --wait`` backs off to 32 s, so a 3 s job
+    would return after 10 s).
+    """
+    start = time.monotonic()
+    delay = poll
+    run = runs.find(job_id)
+    while True:
+        states = list(slurm.job_status([job_id]).values())
+        st = _combine(job_id, states)
+        if st.state == "UNKNOWN" and run:
+            st = _recorded(run, st)
+        if on_update:
+            on_update(st, time.monotonic() - start)
+        if st.done or st.state == "UNKNOWN":
+            break
+        if timeout is not None and time.monotonic() - start > timeout:
+            break
+        time.sleep(delay)
+        delay = min(delay * 1.5, max_poll)
+    if run and st.done:
+        run.update_meta(final=st.to_dict())
+    if raise_on_failure and st.state != "COMPLETED":
+        raise JobFailed(describe_end(st))
+    return st
+
+
+def _combine(job_id: str, states: list[JobStatus]) -> JobStatus:
+    """One status for an array job: done when every task is; failed if any task failed."""
+    if len(states) == 1:
+        return states[0]
+    if not states:
+        return JobStatus(job_id, "UNKNOWN")
+    if not all(s.done for s in states):
+        running = next(s for s in states if not s.done)
+        return JobStatus(job_id, running.state, reason=running.reason, elapsed=running.elapsed,
+                         name=running.name, source=running.source)
+    bad = [s for s in states if s.state != "COMPLETED"]
+    pick = bad[0] if bad else states[0]
+    return JobStatus(job_id, pick.state, reason=pick.reason, exit_code=pick.exit_code,
+                     signal=pick.signal, elapsed=pick.elapsed, name=pick.name, source=pick.source)
+
+
+def describe_end(st: JobStatus) -> str:
+    text = f"job {st.job_id} ended {st.state}"
+    if st.exit_code is not None:
+        text += f", exit code {st.exit_code}"
+        if st.signal:
+            text += f" (signal {st.signal})"
+    if st.reason:
+        text += f", reason {st.reason}"
+    return text
+
+
+def cancel(job_ids: list[str]) -> None:
+    slurm.scancel(job_ids)
+
+
+def logs(job_id: str) -> Path:
+    """Path of the job's standard output file."""
+    run = runs.find(job_id)
+    if run:
+        spec = run.spec()
+        out_dir = spec.get("output_dir") or str(run.path)
+        base, _, task = job_id.partition("_")
+        name = f"slurm-{base}_{task}.out" if task else f"slurm-{base}.out"
+        return Path(out_dir, name)
+    found, _ = slurm.scontrol_jobs([job_id])
+    if found and found[0].stdout:
+        return Path(found[0].stdout)
+    raise BadInput("JOBID", f"no output file known for job {job_id}",
+                   "hpcjobs knows jobs it submitted, and Slurm knows recent ones")

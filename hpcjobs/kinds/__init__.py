@@ -1,0 +1,25 @@
+"""Registry of job kinds. Modules are imported only when their kind is used."""
+
+from __future__ import annotations
+
+import importlib
+
+from hpcjobs.errors import BadInput
+
+# name -> module; each module defines KIND, an instance of hpcjobs.kinds.base.Kind.
+KINDS: dict[str, str] = {
+    "mpi": "hpcjobs.kinds.mpi",
+}
+
+
+def names() -> list[str]:
+    return list(KINDS)
+
+
+def get(name: str):
+    try:
+        module = KINDS[name]
+    except KeyError:
+        raise BadInput("KIND", f"unknown job kind {name!r}",
+                       f"use one of: {', '.join(KINDS)}") from None
+    return importlib.import_module(module).KIND

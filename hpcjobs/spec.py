@@ -1,0 +1,176 @@
+"""JobSpec: what one job asks for, and the checks every kind shares.
+
+A spec is plain data (it is recorded as JSON beside the script); ``validate`` turns user
+mistakes into :class:`BadInput` errors that name the option and the fix before anything
+touches Slurm or the disk.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import asdict, dataclass, field, fields
+
+from hpcjobs.cluster import Cluster
+from hpcjobs.errors import BadInput
+
+# Slurm's --time forms: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S, plus UNLIMITED / infinite.
+_TIME = re.compile(r"^(\d+|\d+:\d{1,2}|\d+:\d{1,2}:\d{1,2}|\d+-\d+|\d+-\d+:\d{1,2}|\d+-\d+:\d{1,2}:\d{1,2})$")
+# --array: "0-15", "0-15:4", "1,3,5-7", with an optional "%N" throttle.
+_ARRAY_ITEM = r"\d+(-\d+(:\d+)?)?"
+_ARRAY = re.compile(rf"^{_ARRAY_ITEM}(,{_ARRAY_ITEM})*(%\d+)?$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_JOBID = re.compile(r"^\d+(_\d+)?$")
+# --after JOBID[:STATE]: STATE maps onto Slurm's dependency types.
+AFTER_STATES = {"ok": "afterok", "any": "afterany", "notok": "afternotok", "start": "after",
+                "corr": "aftercorr"}
+SIGNALS = ("USR1", "USR2", "TERM", "INT", "HUP", "URG")
+# Default warning signal: not USR1, which some NCCL versions use themselves.
+DEFAULT_SIGNAL = "USR2"
+
+
+@dataclass
+class JobSpec:
+    kind: str
+    program: list[str] = field(default_factory=list)
+    nodes: int | None = None  # None: all nodes of the partition
+    ntasks_per_node: int | None = None  # None: the kind decides (one per GPU for GPU kinds)
+    gpus_per_node: int | None = None  # None: what the partition's nodes have
+    cpus_per_task: int | None = None
+    time: str | None = None
+    partition: str | None = None
+    job_name: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    env_pass: list[str] = field(default_factory=list)  # passed by name; values never written
+    output_dir: str | None = None
+    array: str | None = None
+    after: list[str] = field(default_factory=list)
+    signal: str = DEFAULT_SIGNAL
+    signal_seconds: int = 120
+    requeue: bool = False
+    nccl_debug: bool = False
+    python: str = "python3"  # interpreter the job uses for `-m hpcjobs.launch` and .py programs
+    chdir: str | None = None
+    options: dict = field(default_factory=dict)  # kind-specific options
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "JobSpec":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def _no_nul(fld: str, value: str) -> None:
+    if "\0" in value:
+        raise BadInput(fld, "contains a NUL byte, which no command line or environment can carry",
+                       "remove it")
+
+
+def validate(spec: JobSpec, cluster: Cluster) -> JobSpec:
+    """Check what every kind shares and fill cluster defaults; returns a completed copy."""
+    s = JobSpec.from_dict(spec.to_dict())
+    for i, arg in enumerate(s.program):
+        _no_nul(f"program argument {i + 1}", arg)
+
+    part = cluster.partition(s.partition)  # raises naming --partition
+    s.partition = part.name
+    avail = cluster.partition_nodes(part.name)
+
+    if s.nodes is None:
+        s.nodes = len(avail)
+    if s.nodes < 1:
+        raise BadInput("--nodes", f"must be at least 1, got {s.nodes}", "use --nodes 1 or more")
+    if s.nodes > len(avail):
+        raise BadInput("--nodes", f"{s.nodes} nodes asked but partition {part.name!r} of cluster "
+                       f"{cluster.name!r} has {len(avail)}", f"use --nodes {len(avail)} or fewer")
+
+    node_gpus = min((n.gpus for n in avail), default=0)
+    if s.gpus_per_node is None:
+        s.gpus_per_node = node_gpus
+    if s.gpus_per_node < 0:
+        raise BadInput("--gpus-per-node", f"must not be negative, got {s.gpus_per_node}")
+    if s.gpus_per_node > node_gpus:
+        raise BadInput("--gpus-per-node", f"{s.gpus_per_node} GPUs per node asked but the nodes of "
+                       f"partition {part.name!r} have {node_gpus}", f"use --gpus-per-node {node_gpus} or fewer")
+
+    node_cpus = min(n.cpus for n in avail)
+    if s.ntasks_per_node is not None:
+        if s.ntasks_per_node < 1:
+            raise BadInput("--ntasks-per-node", f"must be at least 1, got {s.ntasks_per_node}")
+        if s.ntasks_per_node > node_cpus:
+            raise BadInput("--ntasks-per-node", f"{s.ntasks_per_node} tasks per node but nodes have "
+                           f"{node_cpus} CPUs", f"use --ntasks-per-node {node_cpus} or fewer")
+    if s.cpus_per_task is not None:
+        if s.cpus_per_task < 1:
+            raise BadInput("--cpus-per-task", f"must be at least 1, got {s.cpus_per_task}")
+        if s.cpus_per_task * (s.ntasks_per_node or 1) > node_cpus:
+            raise BadInput("--cpus-per-task", f"{s.cpus_per_task} CPUs per task x "
+                           f"{s.ntasks_per_node or 1} tasks exceeds the {node_cpus} CPUs of a node",
+                           "lower --cpus-per-task or --ntasks-per-node")
+
+    if s.time is None:
+        s.time = part.default_time or cluster.defaults.time
+    s.time = s.time.strip()
+    if not (_TIME.match(s.time) or s.time.upper() in ("UNLIMITED", "INFINITE")):
+        raise BadInput("--time", f"{s.time!r} is not a Slurm time",
+                       "use MINUTES, HH:MM:SS or D-HH:MM:SS, e.g. --time 02:00:00")
+
+    if s.job_name is not None:
+        _no_nul("--job-name", s.job_name)
+        if not s.job_name or "\n" in s.job_name or len(s.job_name) > 1024:
+            raise BadInput("--job-name", "must be one non-empty line of at most 1024 characters")
+    for label, v in (("--account", s.account), ("--qos", s.qos)):
+        if v is not None and not re.match(r"^[A-Za-z0-9_.+-]+$", v):
+            raise BadInput(label, f"{v!r} is not a Slurm name", "use letters, digits and _ . + -")
+
+    for name, value in s.env.items():
+        if not _ENV_NAME.match(name):
+            raise BadInput("--env", f"{name!r} is not a variable name", "use NAME=VALUE with NAME like [A-Za-z_][A-Za-z0-9_]*")
+        _no_nul(f"--env {name}", value)
+    for name in s.env_pass:
+        if not _ENV_NAME.match(name):
+            raise BadInput("--env-pass", f"{name!r} is not a variable name", "give the NAME of a variable")
+        if name not in os.environ:
+            raise BadInput("--env-pass", f"{name} is not set in this environment", f"export {name} first")
+
+    if s.output_dir is not None:
+        _no_nul("--output-dir", s.output_dir)
+        if not s.output_dir or "\n" in s.output_dir:
+            raise BadInput("--output-dir", "must be a one-line path")
+        s.output_dir = os.path.abspath(os.path.expanduser(s.output_dir))
+        # Slurm expands %j, %x, %A ... in --output; a literal % must be doubled.
+    if s.chdir is not None:
+        _no_nul("--chdir", s.chdir)
+        if not os.path.isdir(s.chdir):
+            raise BadInput("--chdir", f"{s.chdir} is not a directory")
+        s.chdir = os.path.abspath(s.chdir)
+
+    if s.array is not None and not _ARRAY.match(s.array):
+        raise BadInput("--array", f"{s.array!r} is not a Slurm array spec",
+                       "use e.g. 0-15, 0-15:4, 1,3,5 or 0-99%10")
+    for dep in s.after:
+        jid, _, state = dep.partition(":")
+        if not _JOBID.match(jid) or (state and state not in AFTER_STATES):
+            raise BadInput("--after", f"{dep!r} is not JOBID[:STATE]",
+                           f"use e.g. --after 1234 or --after 1234:any (states: {', '.join(AFTER_STATES)})")
+
+    if s.signal not in SIGNALS:
+        raise BadInput("--signal", f"{s.signal!r} is not supported", f"use one of {', '.join(SIGNALS)}")
+    if not 1 <= s.signal_seconds <= 65535:
+        raise BadInput("--signal-seconds", "must be between 1 and 65535")
+    return s
+
+
+def dependency(spec: JobSpec) -> str | None:
+    """The --dependency value for ``spec.after`` (all must hold)."""
+    if not spec.after:
+        return None
+    parts = []
+    for dep in spec.after:
+        jid, _, state = dep.partition(":")
+        parts.append(f"{AFTER_STATES[state or 'ok']}:{jid}")
+    return ",".join(parts)
