@@ -132,3 +132,36 @@ def _gres_type(cluster: Cluster, spec: JobSpec) -> str:
         if n.gpu:
             return n.gpu.type
     return ""
+
+
+def direct_script(kind: str, cluster: Cluster | None = None) -> str:
+    """The script shipped as job_templates/<kind>.sbatch: built-in profile, program from "$@"."""
+    from hpcjobs import cluster as cluster_mod
+    from hpcjobs import kinds
+    from hpcjobs.spec import validate
+
+    c = cluster or cluster_mod.builtin()
+    spec = validate(JobSpec(kind=kind), c)
+    spec.options = kinds.get(kind).defaults()
+    return materialize(spec, c, direct=True).script
+
+
+def write_direct_templates(directory: str | None = None) -> list[str]:
+    """Regenerate job_templates/<kind>.sbatch for every kind (the unit tests check they match)."""
+    import os
+
+    from hpcjobs import kinds
+
+    directory = directory or _templates_dir()
+    written = []
+    for name in kinds.names():
+        path = os.path.join(directory, f"{name}.sbatch")
+        with open(path, "w") as f:
+            f.write(direct_script(name))
+        written.append(path)
+    return written
+
+
+if __name__ == "__main__":  # python -m hpcjobs.render: regenerate the direct-use scripts
+    for p in write_direct_templates():
+        print(p)

@@ -9,6 +9,7 @@ from hpcjobs.errors import BadInput
 # name -> module; each module defines KIND, an instance of hpcjobs.kinds.base.Kind.
 KINDS: dict[str, str] = {
     "mpi": "hpcjobs.kinds.mpi",
+    "train": "hpcjobs.kinds.train",
 }
 
 
