@@ -7,7 +7,7 @@ so the public API (``hpcjobs.api``) is loaded only when one of its names is firs
 __version__ = "0.1.0"
 
 _API = {
-    "JobSpec", "load_cluster", "plan", "render", "submit", "status", "wait", "cancel",
+    "JobSpec", "load_cluster", "render", "submit", "status", "wait", "cancel",
     "logs", "Cluster", "Run", "JobStatus",
 }
 

@@ -27,7 +27,7 @@ from hpcjobs.slurm import JobStatus
 from hpcjobs.spec import JobSpec, validate
 
 __all__ = ["JobSpec", "Cluster", "Run", "JobStatus", "Submission", "load_cluster", "prepare",
-           "plan", "render", "submit", "status", "wait", "cancel", "logs"]
+           "plan", "render", "submit", "status", "queue", "wait", "cancel", "logs"]
 
 _PYTHONS = ("python", "python3")
 
@@ -169,6 +169,13 @@ def status(job_ids: list[str] | None = None, *, limit: int = 20) -> list[tuple[J
             out.append((st, r))
     out.sort(key=lambda x: int(x[0].job_id.split("_")[0]) if x[0].job_id.split("_")[0].isdigit() else 0)
     return out
+
+
+def queue(user: str | None = None) -> list[tuple[JobStatus, Run | None]]:
+    """Every job of the user in Slurm's queue (one squeue call), with its record if any."""
+    recorded = runs.recorded_ids()
+    return [(st, runs.find(st.job_id) if st.job_id.split("_")[0] in recorded else None)
+            for st in slurm.squeue(user=user or _user())]
 
 
 def _user() -> str:

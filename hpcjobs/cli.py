@@ -350,12 +350,16 @@ def _drain(path, pos: int) -> int:
 @click.argument("job_ids", nargs=-1)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--all", "show_all", is_flag=True, help="All recorded jobs, not the last 20.")
+@click.option("--queue", "-q", is_flag=True, help="All your jobs in Slurm's queue, recorded or not.")
 @guarded
-def status(job_ids, as_json, show_all):
+def status(job_ids, as_json, show_all, queue):
     """State of jobs (default: the jobs hpcjobs recorded)."""
     from hpcjobs import api
 
-    rows = api.status(list(job_ids) or None, limit=0 if show_all else 20)
+    if queue:
+        rows = api.queue()
+    else:
+        rows = api.status(list(job_ids) or None, limit=0 if show_all else 20)
     if as_json:
         click.echo(json.dumps([{**st.to_dict(), "run_dir": str(r.path) if r else None,
                                 "kind": r.meta().get("kind") if r else None,
@@ -366,12 +370,14 @@ def status(job_ids, as_json, show_all):
         click.echo("no jobs recorded yet (hpcjobs submit ...)" if not job_ids else "no such jobs")
         return
     click.echo(f"{'JOBID':<12} {'KIND':<16} {'STATE':<12} {'EXIT':<5} {'ELAPSED':>10}  {'NODES':<16} REASON/ENDPOINT")
+    lines = []
     for st, r in rows:
         meta = r.meta() if r else {}
         extra = meta.get("endpoint") or st.reason or ""
         ec = "" if st.exit_code is None else str(st.exit_code)
-        click.echo(f"{st.job_id:<12} {meta.get('kind', '-'):<16} {st.state:<12} {ec:<5} "
-                   f"{st.elapsed:>10}  {st.nodes or '-':<16} {extra}")
+        lines.append(f"{st.job_id:<12} {meta.get('kind', '-'):<16} {st.state:<12} {ec:<5} "
+                     f"{st.elapsed:>10}  {st.nodes or '-':<16} {extra}")
+    click.echo("\n".join(lines))
 
 
 @main.command(context_settings=CONTEXT)
@@ -449,6 +455,24 @@ def cluster_show(ctx, as_json):
         gpu = f"{n.gpu.count}x {n.gpu.model or n.gpu.type} {n.gpu.memory_gb:g} GB CC {n.gpu.compute_capability}" \
             if n.gpu else "no GPU"
         click.echo(f"  {n.name:<12} {n.address or '-':<16} {n.cpus} CPUs {n.memory_mb} MB  {gpu}")
+
+
+@cluster.command("slurm-conf", context_settings=CONTEXT)
+@click.option("--out", metavar="DIR", help="Write slurm.conf, gres.conf and cgroup.conf there "
+                                           "(default: print them).")
+@click.pass_context
+@guarded
+def cluster_slurm_conf(ctx, out):
+    """slurm.conf, gres.conf and cgroup.conf for the profile in use (slurm.conf.d/ is this
+    for the built-in profile)."""
+    from hpcjobs import slurmconf
+
+    files = slurmconf.generate(cluster_of(ctx))
+    if out:
+        for p in slurmconf.write(files, out):
+            click.echo(f"wrote {p}")
+        return
+    click.echo("\n".join(f"# ===== {name} =====\n{text}" for name, text in files.items()), nl=False)
 
 
 if __name__ == "__main__":

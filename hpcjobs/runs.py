@@ -117,6 +117,14 @@ def find(job_id: str) -> Run | None:
     return None
 
 
+def recorded_ids() -> set[str]:
+    """Job ids that have a record (one directory listing, for views of many jobs)."""
+    try:
+        return {n for n in os.listdir(root() / "by-id") if not n.startswith(".")}
+    except OSError:
+        return set()
+
+
 def all_runs() -> list[Run]:
     r = root()
     if not r.is_dir():
