@@ -116,7 +116,7 @@ def submit(spec: JobSpec, cluster: Cluster | None = None, *, dry_run: bool = Fal
     meta = {
         "kind": s.kind, "cluster": cluster.name, "cluster_source": cluster.source,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cwd": os.getcwd(),
-        "user": os.environ.get("USER") or str(os.getuid()),
+        "user": _user(),
         **runs.git_state(s.program, s.chdir),
     }
     run = runs.create(run_path, rendered.script, s.to_dict(), rendered.files, meta)
