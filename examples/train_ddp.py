@@ -47,7 +47,9 @@ def main() -> int:
     use_cuda = torch.cuda.is_available()
     backend = "nccl" if use_cuda else "gloo"
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
-    device = torch.device(f"cuda:{local_rank}" if use_cuda else "cpu")
+    # Slurm or the launcher may bind one GPU per task (then it is cuda:0 for every rank).
+    gpu = local_rank % torch.cuda.device_count() if use_cuda else 0
+    device = torch.device(f"cuda:{gpu}" if use_cuda else "cpu")
     if use_cuda:
         torch.cuda.set_device(device)
     dist.init_process_group(backend=backend, init_method="env://")
@@ -66,7 +68,7 @@ def main() -> int:
 
     torch.manual_seed(0)  # same initial weights on every rank
     model = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 1)).to(device)
-    ddp = nn.parallel.DistributedDataParallel(model, device_ids=[local_rank] if use_cuda else None)
+    ddp = nn.parallel.DistributedDataParallel(model, device_ids=[gpu] if use_cuda else None)
     opt = torch.optim.SGD(ddp.parameters(), lr=args.lr)
     true_w = torch.randn(16, 1, generator=torch.Generator().manual_seed(1)).to(device)
 
