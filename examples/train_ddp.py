@@ -3,6 +3,9 @@ and rank 0 prints the loss of every epoch.
 
     hpcjobs submit train --nodes 3 -- examples/train_ddp.py --epochs 3
     sbatch job_templates/train.sbatch examples/train_ddp.py --epochs 3
+    # survives time limits: checkpoint on the warning signal, requeue, resume
+    hpcjobs submit train --nodes 3 --time 30 --requeue -- examples/train_ddp.py \
+        --epochs 100 --checkpoint ckpt/
 
 Runs under hpcjobs.launch (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT from Slurm): NCCL on
 GPUs, gloo on CPU-only nodes. With --checkpoint DIR it saves every epoch and resumes from

@@ -52,10 +52,14 @@ def _check_program(spec: JobSpec, kind) -> None:
     if name.startswith(_PYTHONS) and len(spec.program) > 1 and not spec.program[1].startswith("-"):
         candidates = [spec.program[1]]
     for c in candidates:
+        if c.startswith("-"):
+            continue  # arguments, not a program (vllm serve / pretrain_gpt.py --megatron-path)
         if "/" in c or c.endswith(".py"):
             p = Path(base, os.path.expanduser(c))
             if not p.exists():
                 raise BadInput("PROG", f"{c} does not exist (looked in {base})", "check the path")
+            if p.is_dir():
+                raise BadInput("PROG", f"{c} is a directory, not a program", "give the program file")
             if not os.access(p, os.R_OK):
                 raise BadInput("PROG", f"{c} is not readable", f"chmod u+r {c}")
         elif c == first and not shutil.which(c):
@@ -70,7 +74,8 @@ def prepare(spec: JobSpec, cluster: Cluster | None = None) -> JobSpec:
     kind = kinds.get(spec.kind)
     unknown = set(spec.options) - set(kind.defaults())
     if unknown:
-        raise BadInput(f"--{sorted(unknown)[0].replace('_', '-')}", f"not an option of kind {kind.name!r}")
+        raise BadInput(f"--{sorted(unknown)[0].replace('_', '-')}", f"not an option of kind {kind.name!r}",
+                       f"see hpcjobs submit {kind.name} --help")
     s = validate(spec, cluster)
     s.options = {**kind.defaults(), **s.options}
     _check_program(s, kind)
@@ -113,6 +118,10 @@ def submit(spec: JobSpec, cluster: Cluster | None = None, *, dry_run: bool = Fal
     rendered = materialize(s, cluster, run_dir=str(run_path))
     if dry_run:
         return Submission(None, None, rendered)
+    if spec.output_dir is not None and not os.path.isdir(s.output_dir):
+        # Slurm does not create it: the job would run and its output would be lost.
+        raise BadInput("--output-dir", f"{s.output_dir} is not a directory",
+                       "create it first (mkdir -p) or leave --output-dir out")
     meta = {
         "kind": s.kind, "cluster": cluster.name, "cluster_source": cluster.source,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cwd": os.getcwd(),

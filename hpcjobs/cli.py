@@ -40,6 +40,17 @@ def guarded(fn):
     return wrapper
 
 
+def _usage_error_one_line(self, file=None) -> None:
+    """click's own usage errors (unknown option, bad choice) as one line naming the option,
+    like every other bad input; exit code 2 as before. click would print the usage, a blank
+    line and "Error: ..."."""
+    where = f"; see '{self.ctx.command_path} --help'" if self.ctx else ""
+    click.echo(f"hpcjobs: error: {self.format_message().rstrip('.')}{where}", err=True, file=file)
+
+
+click.exceptions.UsageError.show = _usage_error_one_line
+
+
 def cluster_of(ctx: click.Context, explicit: str | None = None):
     from hpcjobs.cluster import load_cluster
 

@@ -26,6 +26,16 @@ class Sh(str):
     """Shell text that hpcjobs produced itself; emitted as is."""
 
 
+def shell_quote(value: str) -> str:
+    """One shell word for ``value``: shlex.quote, except that a value holding a carriage return
+    is written as bash's $'...' with \\r and \\n escaped. sbatch refuses every script that
+    contains CR LF ("Batch script contains DOS line breaks"), even inside quotes."""
+    if "\r" not in value:
+        return shlex.quote(value)
+    return ("$'" + value.replace("\\", "\\\\").replace("'", "\\'").replace("\r", "\\r")
+            .replace("\n", "\\n") + "'")
+
+
 def _finalize(value):
     if isinstance(value, Sh):
         return value
@@ -33,14 +43,18 @@ def _finalize(value):
         raise TypeError(f"template emitted {value!r}: use an explicit test instead")
     if isinstance(value, (int, float)):
         return str(value)
-    return shlex.quote(str(value))
+    return shell_quote(str(value))
 
 
 def sbatch_value(value) -> Sh:
     """Encode one value for an ``#SBATCH --opt=VALUE`` line.
 
-    sbatch splits these lines at blanks outside double quotes and honours backslash escapes;
-    bash sees a comment. A newline would end the comment and become bash code, so it is refused.
+    sbatch's tokenizer (opt.c get_argument) splits these lines at blanks outside ' or "
+    quotes, takes the character after a backslash literally and ends the line at an unquoted
+    #; bash sees a comment. Slurm 22.05 ends an argument at a backslash-escaped blank outside
+    quotes, 24.11 keeps the blank: double quotes with only \\ and \" escaped read back the
+    same in both (checked against the real sbatch, docs/reliability.md). A newline would end
+    the comment and become bash code, so it is refused (spec.validate names the field first).
     """
     text = str(value)
     if "\n" in text or "\r" in text or "\0" in text:
@@ -51,7 +65,7 @@ def sbatch_value(value) -> Sh:
 
 
 def quote_args(args) -> Sh:
-    return Sh(" ".join(shlex.quote(str(a)) for a in args))
+    return Sh(" ".join(shell_quote(str(a)) for a in args))
 
 
 def environment():

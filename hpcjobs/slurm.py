@@ -5,6 +5,9 @@ Works on Slurm 22.05 and 24.11 and on clusters without accounting: job state com
 when accounting is on. JSON output is avoided on purpose: 22.05's ``squeue --json`` ignores
 ``-j``, its ``sacct --json`` reports every exit code as 0, and 24.11 changed the shapes.
 Slurm's errors come back as :class:`SlurmError` carrying Slurm's own message.
+
+The parsers are pinned by exact-text tests on output recorded from real runs of both versions
+(tests/fixtures/slurm/{22.05,24.11}/, scripts/record-slurm-fixtures).
 """
 
 from __future__ import annotations
@@ -21,7 +24,10 @@ FINAL_STATES = {
     "BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY",
     "PREEMPTED", "TIMEOUT", "SPECIAL_EXIT", "REVOKED",
 }
-# Messages of a busy or restarting controller that are worth a retry.
+# Messages of a busy or restarting controller that are worth a retry. The first two are what
+# 22.05 and 24.11 print for a frozen and a stopped slurmctld (tests/fixtures/slurm/*/frozen_*,
+# down_*): "... Socket timed out on send/recv operation", "... Unable to contact slurm
+# controller (connect failure)".
 TRANSIENT = ("Socket timed out", "Unable to contact slurm controller", "Zero Bytes were transmitted",
              "Resource temporarily unavailable", "Connection refused", "Slurm backup controller in standby")
 
@@ -73,10 +79,19 @@ def run(argv: list[str], *, retries: int = 3, input: str | None = None, check: b
     raise AssertionError("unreachable")
 
 
+_VERDICT = re.compile(r"\b(error|fatal)\b", re.I)
+
+
 def _message(proc: subprocess.CompletedProcess) -> str:
+    """Slurm's own one-line verdict: the last "error"/"fatal" line of stderr (else stdout).
+
+    sbatch explains first and concludes last ("sbatch: error: invalid partition specified:
+    nope" then "sbatch: error: Batch job submission failed: Invalid partition name
+    specified"); without a configuration the verdict is "... fatal: Could not establish a
+    configuration source" after three "error:" lines.
+    """
     lines = [ln.strip() for ln in (proc.stderr or proc.stdout or "").splitlines() if ln.strip()]
-    # The last error line is Slurm's verdict ("sbatch: error: Batch job submission failed: ...").
-    errs = [ln for ln in lines if "error" in ln.lower()] or lines
+    errs = [ln for ln in lines if _VERDICT.search(ln)] or lines
     return errs[-1] if errs else f"exit status {proc.returncode}"
 
 
@@ -89,15 +104,30 @@ def sbatch(script_path: str, *, extra: list[str] = (), cwd: str | None = None,
     return parse_sbatch(proc.stdout)
 
 
-def subprocess_run_sbatch(argv, cwd=None, env=None):
-    # sbatch is not retried blindly: a timed-out submission may still have created a job.
-    try:
-        proc = subprocess.run(argv, capture_output=True, text=True, cwd=cwd, env=env, timeout=120)
-    except FileNotFoundError:
-        raise SlurmError("sbatch: command not found (is the Slurm client installed?)") from None
-    if proc.returncode != 0:
-        raise SlurmError(_message(proc))
-    return proc
+# A submission that never reached slurmctld: retrying it cannot make a second job.
+UNSENT = ("Unable to contact slurm controller (connect failure)",)
+
+
+def subprocess_run_sbatch(argv, cwd=None, env=None, retries: int = 3):
+    # sbatch is not retried blindly: a timed-out submission ("Socket timed out") may still
+    # have created a job. Only a refused connection (UNSENT) is tried again, with run()'s
+    # backoff.
+    delay = 0.5
+    for attempt in range(retries + 1):
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, cwd=cwd, env=env,
+                                  timeout=120)
+        except FileNotFoundError:
+            raise SlurmError("sbatch: command not found (is the Slurm client installed?)") from None
+        if proc.returncode == 0:
+            return proc
+        msg = _message(proc)
+        if attempt < retries and any(t in msg for t in UNSENT):
+            time.sleep(delay)
+            delay = min(delay * 2, 4.0)
+            continue
+        raise SlurmError(msg)
+    raise AssertionError("unreachable")
 
 
 def parse_sbatch(stdout: str) -> str:
@@ -117,44 +147,93 @@ def _exit(text: str) -> tuple[int | None, int | None]:
 
 
 def parse_scontrol_job(text: str) -> list[JobStatus]:
-    """Parse ``scontrol show job -o`` (one job per line, Key=Value pairs).
+    """Parse ``scontrol show job -o`` (one job per line, Key=Value pairs; see :func:`_kv`).
 
-    Values may hold blanks (JobName, Reason, paths), so each value runs to the next ``Key=``.
+    An array's tasks are ``ARRAYJOB_TASK``; its still-pending tasks are one record whose
+    ArrayTaskId is a range ("1-3%1": tasks 1 to 3, one at a time), given as ``11_[1-3]``
+    (squeue's and sacct's notation, without the throttle).
     """
     out = []
     for line in text.splitlines():
-        line = line.strip()
         if not line.startswith("JobId="):
             continue
-        fields = _kv(line)
+        fields = _kv(line, job=True)
         ec, sig = _exit(fields.get("ExitCode", ""))
-        state = fields.get("JobState", "UNKNOWN").split()[0]
+        state = (fields.get("JobState", "") or "UNKNOWN").split()[0]
         jid = fields.get("JobId", "")
-        if fields.get("ArrayTaskId") and fields.get("ArrayJobId"):
-            jid = f"{fields['ArrayJobId']}_{fields['ArrayTaskId']}"
+        task = fields.get("ArrayTaskId", "")
+        if task and task != "N/A" and fields.get("ArrayJobId"):
+            task = task.split("%")[0]
+            jid = f"{fields['ArrayJobId']}_{task if task.isdigit() else f'[{task}]'}"
+        restarts = fields.get("Restarts", "0")
         out.append(JobStatus(
             job_id=jid, state=state, reason=_none(fields.get("Reason", "")),
             exit_code=ec, signal=sig, elapsed=fields.get("RunTime", ""),
             nodes=_none(fields.get("NodeList", "")), name=fields.get("JobName", ""),
             partition=fields.get("Partition", ""), stdout=fields.get("StdOut", ""),
-            restarts=int(fields.get("Restarts", "0") or 0), source="scontrol"))
+            restarts=int(restarts) if restarts.isdigit() else 0, source="scontrol"))
     return out
 
 
-_KEY = re.compile(r"(?:^| )([A-Za-z][A-Za-z0-9_:/]*)=")
+# Slurm's keys start with a capital (JobId, MCS_label, ReqB:S:C:T, CPUs/Task, AllocNode:Sid).
+_KEY = re.compile(r"(?:^| )([A-Z][A-Za-z0-9_:/]*)=")
+# The keys of ``scontrol show job -o`` on 22.05 and 24.11: those of the recorded fixtures and
+# the others src/api/job_info.c prints (slurm-22-05-8-1, slurm-24-11-5-1; -d adds Nodes=,
+# CPU_IDs=, Mem=, GRES=). Only these end a free-text value.
+JOB_KEYS = frozenset({
+    "Account", "AccrueTime", "AdminComment", "AllocNode:Sid", "AllocTRES", "ArrayJobId",
+    "ArrayTaskId", "ArrayTaskThrottle", "BatchFeatures", "BatchFlag", "BatchHost",
+    "BurstBuffer", "BurstBufferState", "CPU_IDs", "CPUs/Task", "ClusterFeatures", "Command",
+    "Comment", "Container", "ContainerID", "Contiguous", "CoreSpec", "CpusPerTres", "CronJob",
+    "CrontabSpec", "Deadline", "DelayBoot", "Dependency", "DerivedExitCode", "EligibleTime",
+    "EndTime", "ExcNodeList", "ExitCode", "Features", "FedActiveSiblings", "FedOrigin",
+    "FedViableSiblings", "GRES", "GresEnforceBind", "GroupId", "HetJobId", "HetJobIdSet",
+    "HetJobOffset", "JOB_GRES", "JobId", "JobName", "JobState", "KillOInInvalidDependent",
+    "LastSchedEval", "Licenses", "LicensesAlloc", "MCS_label", "MailType", "MailUser", "Mem",
+    "MemPerTres", "MinCPUsNode", "MinMemoryCPU", "MinMemoryNode", "MinTmpDiskNode", "Network",
+    "Nice", "NodeList", "Nodes", "NtasksPerN:B:S:C", "NtasksPerTRES", "NumCPUs", "NumNodes",
+    "NumTasks", "OverSubscribe", "Partition", "Power", "PreemptEligibleTime", "PreemptTime",
+    "Prefer", "Priority", "QOS", "Reason", "Reboot", "ReqB:S:C:T", "ReqNodeList", "ReqTRES",
+    "Requeue", "Reservation", "ResizeTime", "Restarts", "ResvPort", "RunTime",
+    "SELinuxContext", "SchedNodeList", "Scheduler", "SecsPreSuspend", "SegmentSize",
+    "Socks/Node", "SpreadJob", "StartTime", "StdErr", "StdIn", "StdOut", "SubmitTime",
+    "SuspendTime", "Switches", "SystemComment", "TRES", "ThreadSpec", "TimeLimit", "TimeMin",
+    "TresBind", "TresFreq", "TresPerJob", "TresPerNode", "TresPerSocket", "TresPerTask",
+    "UserId", "WCKey", "Wait-for-Switch", "WorkDir",
+})
+# Values that are free text: the user's job name, paths, comments.
+_FREE_TEXT = frozenset({"JobName", "Command", "WorkDir", "StdErr", "StdIn", "StdOut", "Comment",
+                        "AdminComment", "SystemComment"})
 
 
-def _kv(line: str) -> dict[str, str]:
-    keys = list(_KEY.finditer(line))
-    result = {}
-    for i, m in enumerate(keys):
-        end = keys[i + 1].start() if i + 1 < len(keys) else len(line)
-        result[m.group(1)] = line[m.end():end].strip()
+def _kv(line: str, job: bool = False) -> dict[str, str]:
+    """Key=Value pairs of one ``scontrol -o`` line; a value runs to the next `` Key=``.
+
+    Values may hold blanks (JobName, Reason, paths). With ``job``, a free-text value (a job
+    name such as "my job a=b", a path) ends only at a key of :data:`JOB_KEYS`, and a job name
+    only at " UserId=", which follows it on both versions. Values are kept exactly (a name's
+    inner double blank too); only the line's trailing blank goes.
+    """
+    line = line.rstrip("\n").rstrip()
+    result: dict[str, str] = {}
+    key, start = None, 0
+    for m in _KEY.finditer(line):
+        name = m.group(1)
+        if key is not None and job and key in _FREE_TEXT and (
+                name not in JOB_KEYS or (key == "JobName" and name != "UserId")):
+            continue
+        if key is not None:
+            result[key] = line[start:m.start()]
+        key, start = name, m.end()
+    if key is not None:
+        result[key] = line[start:]
     return result
 
 
 def _none(v: str) -> str:
-    return "" if v in ("None", "(null)", "(None)") else v
+    """Slurm's ways of saying "nothing": "(null)" (scontrol), "None" (Reason),
+    "None assigned" (sacct's NodeList of a pending job)."""
+    return "" if v in ("None", "(null)", "(None)", "None assigned", "N/A") else v
 
 
 def scontrol_jobs(job_ids: list[str]) -> tuple[list[JobStatus], list[str]]:
@@ -177,25 +256,38 @@ def scontrol_jobs(job_ids: list[str]) -> tuple[list[JobStatus], list[str]]:
     return found, missing
 
 
-SACCT_FIELDS = "JobID,JobName,Partition,State,ExitCode,Elapsed,NodeList,Restarts"
+# No Restarts: 22.05's sacct refuses the whole query ('Invalid field requested: "Restarts"').
+SACCT_FIELDS = "JobID,JobName,Partition,State,ExitCode,Elapsed,NodeList"
 
 
 def parse_sacct(text: str) -> list[JobStatus]:
     """Parse ``sacct -P -n -X -o SACCT_FIELDS`` (trusted over sacct --json, which in 22.05
-    always reports exit code 0)."""
+    always reports exit code 0).
+
+    A job name may itself hold "|": the name is what lies between the first field and the
+    last five. A pending array's remaining tasks are "11_[1-3%1]" (given as ``11_[1-3]``);
+    a cancelled job's state is "CANCELLED by UID"; a pending job's nodes "None assigned".
+    """
     out = []
     for line in text.splitlines():
         parts = line.split("|")
         if len(parts) < 7:
             continue
-        jid, name, part, state, ec_text, elapsed, nodes = parts[:7]
-        restarts = parts[7] if len(parts) > 7 else "0"
+        jid, name = parts[0], "|".join(parts[1:-5])
+        part, state, ec_text, elapsed, nodes = parts[-5:]
         ec, sig = _exit(ec_text)
-        out.append(JobStatus(job_id=jid, state=state.split()[0] if state else "UNKNOWN",
+        out.append(JobStatus(job_id=re.sub(r"%\d+\]$", "]", jid),
+                             state=state.split()[0] if state else "UNKNOWN",
                              exit_code=ec, signal=sig, elapsed=elapsed, nodes=_none(nodes),
-                             name=name, partition=part, restarts=int(restarts or 0) if restarts.isdigit() else 0,
-                             source="sacct"))
+                             name=name, partition=part, source="sacct"))
     return out
+
+
+def accounting_in_config(text: str) -> bool:
+    """From ``scontrol show config``: is AccountingStorageType set (not none)? 22.05 prints
+    "accounting_storage/none", 24.11 "(null)" when it is off."""
+    m = re.search(r"^AccountingStorageType\s*=\s*(\S+)", text or "", re.M)
+    return bool(m) and m.group(1) not in ("accounting_storage/none", "(null)")
 
 
 _accounting: bool | None = None
@@ -206,8 +298,7 @@ def accounting_enabled() -> bool:
     global _accounting
     if _accounting is None:
         proc = run(["scontrol", "show", "config"], check=False)
-        m = re.search(r"^AccountingStorageType\s*=\s*(\S+)", proc.stdout or "", re.M)
-        _accounting = bool(m) and m.group(1) not in ("accounting_storage/none", "(null)")
+        _accounting = accounting_in_config(proc.stdout)
     return _accounting
 
 
@@ -234,7 +325,9 @@ def job_status(job_ids: list[str]) -> dict[str, JobStatus]:
 
 
 def parse_squeue(text: str) -> list[JobStatus]:
-    """Parse ``squeue --noheader -o SQUEUE_FORMAT`` (fields split by \\x1f, name last)."""
+    """Parse ``squeue --noheader --array -o SQUEUE_FORMAT`` (fields split by \\x1f, the name
+    last so that it may hold anything; a pending job's nodes are empty, its reason "None"
+    once it runs)."""
     out = []
     for line in text.splitlines():
         parts = line.split(SEP, 7)
@@ -268,6 +361,14 @@ def ping() -> str:
     proc = run(["scontrol", "ping"], check=False, retries=0)
     text = (proc.stdout or "") + (proc.stderr or "")
     if proc.returncode != 0 or "DOWN" in text:
-        raise SlurmError(text.strip().splitlines()[-1] if text.strip() else "slurmctld unreachable")
+        raise SlurmError(ping_message(proc))
     return text.strip()
+
+
+def ping_message(proc: subprocess.CompletedProcess) -> str:
+    """The line that says why: "Slurmctld(primary) at slurmctl is DOWN", not the banner of
+    asterisks scontrol prints under it; else Slurm's error line."""
+    down = [ln.strip() for ln in (proc.stdout or "").splitlines() if " is DOWN" in ln]
+    return down[0] if down else (_message(proc) if (proc.stderr or proc.stdout or "").strip()
+                                 else "slurmctld unreachable")
 

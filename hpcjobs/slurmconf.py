@@ -56,6 +56,9 @@ class Site:
     tcp_timeout: int = 2
     kill_wait: int = 30
     scheduler_parameters: str = ""
+    # No slurmdbd by default (see the comment written above AccountingStorageType).
+    accounting_storage_type: str = "accounting_storage/none"
+    accounting_storage_host: str = ""
 
     def replace(self, **changes) -> Site:
         return dataclasses.replace(self, **changes)
@@ -202,7 +205,11 @@ def slurm_conf(cluster: Cluster, site: Site = Site()) -> str:
         "# Choice: no slurmdbd/MariaDB on a three-node cluster; each finished job is one line in",
         "# JobCompLoc (state, exit code, nodes). For sacct and fair share, run slurmdbd and set",
         "# AccountingStorageType=accounting_storage/slurmdbd.",
-        "AccountingStorageType=accounting_storage/none",
+        f"AccountingStorageType={s.accounting_storage_type}",
+    ]
+    if s.accounting_storage_host:
+        out.append(f"AccountingStorageHost={s.accounting_storage_host}")
+    out += [
         "JobCompType=jobcomp/filetxt",
         f"JobCompLoc={s.job_comp_loc}",
         "JobAcctGatherType=jobacct_gather/none",

@@ -27,6 +27,7 @@ AFTER_STATES = {"ok": "afterok", "any": "afterany", "notok": "afternotok", "star
 SIGNALS = ("USR1", "USR2", "TERM", "INT", "HUP", "URG")
 # Default warning signal: not USR1, which some NCCL versions use themselves.
 DEFAULT_SIGNAL = "USR2"
+DEFAULT_SIGNAL_SECONDS = 120
 
 
 @dataclass
@@ -48,7 +49,7 @@ class JobSpec:
     array: str | None = None
     after: list[str] = field(default_factory=list)
     signal: str = DEFAULT_SIGNAL
-    signal_seconds: int = 120
+    signal_seconds: int = DEFAULT_SIGNAL_SECONDS
     requeue: bool = False
     nccl_debug: bool = False
     python: str = "python3"  # interpreter the job uses for `-m hpcjobs.launch` and .py programs
@@ -68,6 +69,23 @@ def _no_nul(fld: str, value: str) -> None:
     if "\0" in value:
         raise BadInput(fld, "contains a NUL byte, which no command line or environment can carry",
                        "remove it")
+
+
+def _one_line(fld: str, value: str, what: str) -> None:
+    """A value that lands on an ``#SBATCH`` line: a line break would end the comment there."""
+    _no_nul(fld, value)
+    if not value or "\n" in value or "\r" in value:
+        raise BadInput(fld, f"must be a one-line {what}", "remove the line break")
+
+
+def _nbytes(value: str) -> int:
+    """Length as Slurm counts it (bytes); surrogates are the undecodable bytes of argv."""
+    return len(value.encode("utf-8", "surrogateescape"))
+
+
+# Slurm's own limits (slurmctld job_mgr.c _test_strlen): name 1024 bytes, std_out MAXPATHLEN.
+JOB_NAME_MAX = 1024
+PATH_MAX = 4095
 
 
 def validate(spec: JobSpec, cluster: Cluster) -> JobSpec:
@@ -92,7 +110,8 @@ def validate(spec: JobSpec, cluster: Cluster) -> JobSpec:
     if s.gpus_per_node is None:
         s.gpus_per_node = node_gpus
     if s.gpus_per_node < 0:
-        raise BadInput("--gpus-per-node", f"must not be negative, got {s.gpus_per_node}")
+        raise BadInput("--gpus-per-node", f"must not be negative, got {s.gpus_per_node}",
+                       "use 0 for a CPU-only job, or leave it out")
     if s.gpus_per_node > node_gpus:
         raise BadInput("--gpus-per-node", f"{s.gpus_per_node} GPUs per node asked but the nodes of "
                        f"partition {part.name!r} have {node_gpus}", f"use --gpus-per-node {node_gpus} or fewer")
@@ -100,13 +119,15 @@ def validate(spec: JobSpec, cluster: Cluster) -> JobSpec:
     node_cpus = min(n.cpus for n in avail)
     if s.ntasks_per_node is not None:
         if s.ntasks_per_node < 1:
-            raise BadInput("--ntasks-per-node", f"must be at least 1, got {s.ntasks_per_node}")
+            raise BadInput("--ntasks-per-node", f"must be at least 1, got {s.ntasks_per_node}",
+                           "use --ntasks-per-node 1 or more, or leave it out")
         if s.ntasks_per_node > node_cpus:
             raise BadInput("--ntasks-per-node", f"{s.ntasks_per_node} tasks per node but nodes have "
                            f"{node_cpus} CPUs", f"use --ntasks-per-node {node_cpus} or fewer")
     if s.cpus_per_task is not None:
         if s.cpus_per_task < 1:
-            raise BadInput("--cpus-per-task", f"must be at least 1, got {s.cpus_per_task}")
+            raise BadInput("--cpus-per-task", f"must be at least 1, got {s.cpus_per_task}",
+                           "use --cpus-per-task 1 or more, or leave it out")
         if s.cpus_per_task * (s.ntasks_per_node or 1) > node_cpus:
             raise BadInput("--cpus-per-task", f"{s.cpus_per_task} CPUs per task x "
                            f"{s.ntasks_per_node or 1} tasks exceeds the {node_cpus} CPUs of a node",
@@ -121,8 +142,11 @@ def validate(spec: JobSpec, cluster: Cluster) -> JobSpec:
 
     if s.job_name is not None:
         _no_nul("--job-name", s.job_name)
-        if not s.job_name or "\n" in s.job_name or len(s.job_name) > 1024:
-            raise BadInput("--job-name", "must be one non-empty line of at most 1024 characters")
+        if not s.job_name or "\n" in s.job_name or "\r" in s.job_name:
+            raise BadInput("--job-name", "must be one non-empty line", "remove the line break")
+        if _nbytes(s.job_name) > JOB_NAME_MAX:
+            raise BadInput("--job-name", f"is {_nbytes(s.job_name)} bytes; Slurm takes at most "
+                           f"{JOB_NAME_MAX}", "shorten it")
     for label, v in (("--account", s.account), ("--qos", s.qos)):
         if v is not None and not re.match(r"^[A-Za-z0-9_.+-]+$", v):
             raise BadInput(label, f"{v!r} is not a Slurm name", "use letters, digits and _ . + -")
@@ -138,15 +162,21 @@ def validate(spec: JobSpec, cluster: Cluster) -> JobSpec:
             raise BadInput("--env-pass", f"{name} is not set in this environment", f"export {name} first")
 
     if s.output_dir is not None:
-        _no_nul("--output-dir", s.output_dir)
-        if not s.output_dir or "\n" in s.output_dir:
-            raise BadInput("--output-dir", "must be a one-line path")
+        _one_line("--output-dir", s.output_dir, "path")
+        # Slurm reads a backslash in --output as "no %-patterns" and strips it (slurmd
+        # fname.c remove_path_slashes): slurm-%j.out would be written literally.
+        if "\\" in s.output_dir:
+            raise BadInput("--output-dir", f"{s.output_dir!r} contains a backslash, which Slurm's "
+                           "--output takes as an escape", "use a directory without backslashes")
         s.output_dir = os.path.abspath(os.path.expanduser(s.output_dir))
-        # Slurm expands %j, %x, %A ... in --output; a literal % must be doubled.
+        # Slurm expands %j, %x, %A ... in --output; the template doubles a literal %.
+        if _nbytes(s.output_dir) + len("/slurm-%A_%a.out") > PATH_MAX:
+            raise BadInput("--output-dir", "is too long for Slurm's --output (4095 bytes)",
+                           "use a shorter path")
     if s.chdir is not None:
-        _no_nul("--chdir", s.chdir)
+        _one_line("--chdir", s.chdir, "directory")
         if not os.path.isdir(s.chdir):
-            raise BadInput("--chdir", f"{s.chdir} is not a directory")
+            raise BadInput("--chdir", f"{s.chdir} is not a directory", "give an existing directory")
         s.chdir = os.path.abspath(s.chdir)
 
     if s.array is not None and not _ARRAY.match(s.array):
@@ -161,8 +191,37 @@ def validate(spec: JobSpec, cluster: Cluster) -> JobSpec:
     if s.signal not in SIGNALS:
         raise BadInput("--signal", f"{s.signal!r} is not supported", f"use one of {', '.join(SIGNALS)}")
     if not 1 <= s.signal_seconds <= 65535:
-        raise BadInput("--signal-seconds", "must be between 1 and 65535")
+        raise BadInput("--signal-seconds", f"must be between 1 and 65535, got {s.signal_seconds}",
+                       "e.g. --signal-seconds 120")
+    limit = time_seconds(s.time)
+    if limit is not None and s.signal_seconds >= limit:
+        # Slurm would send the warning at once (its first check, ~30 s in).
+        if s.signal_seconds == DEFAULT_SIGNAL_SECONDS:
+            s.signal_seconds = max(1, limit // 2)  # the default warning fits a short job
+        else:
+            raise BadInput("--signal-seconds", f"{s.signal_seconds} s is not shorter than the time "
+                           f"limit {s.time} ({limit} s): the warning would come at once",
+                           f"use --signal-seconds {max(1, limit // 2)} or a longer --time")
     return s
+
+
+def time_seconds(text: str) -> int | None:
+    """Seconds of a Slurm --time value (None for no limit: UNLIMITED, INFINITE or 0).
+    Forms: M, M:S, H:M:S, D-H, D-H:M, D-H:M:S."""
+    if text.upper() in ("UNLIMITED", "INFINITE"):
+        return None
+    days, _, rest = text.rpartition("-")
+    parts = [int(p) for p in rest.split(":")]
+    if days:
+        h, m, sec = (parts + [0, 0])[:3]
+        return ((int(days) * 24 + h) * 60 + m) * 60 + sec
+    if len(parts) == 1:
+        seconds = parts[0] * 60
+    elif len(parts) == 2:
+        seconds = parts[0] * 60 + parts[1]
+    else:
+        seconds = (parts[0] * 60 + parts[1]) * 60 + parts[2]
+    return seconds or None  # Slurm: a time limit of 0 means none
 
 
 def dependency(spec: JobSpec) -> str | None:

@@ -10,6 +10,12 @@ from hpcjobs.errors import BadInput
 KINDS: dict[str, str] = {
     "mpi": "hpcjobs.kinds.mpi",
     "train": "hpcjobs.kinds.train",
+    "deepspeed": "hpcjobs.kinds.deepspeed",
+    "horovod": "hpcjobs.kinds.horovod",
+    "bench-allreduce": "hpcjobs.kinds.bench_allreduce",
+    "bench-mpi": "hpcjobs.kinds.bench_mpi",
+    "megatron": "hpcjobs.kinds.megatron",
+    "vllm": "hpcjobs.kinds.vllm",
 }
 
 

@@ -95,7 +95,7 @@ def build(env: dict, *, nccl_debug: bool = False, framework: str | None = None) 
     if fab.warning:
         plan.warnings.append(fab.warning)
 
-    gvars, gnotes = gpus.binding(env, root, step.local_rank, step.local_world_size)
+    gvars, gnotes = gpus.binding(env, root, step.local_rank, step.local_world_size, hooks)
     plan.extend(gvars)
     plan.notes += gnotes
 

@@ -18,12 +18,15 @@ def sandbox():
 @sandbox.command(context_settings=CONTEXT)
 @click.option("--nodes", "-N", type=int, default=None,
               help="Number of nodes node1..nodeN (default 3; 1-99).")
+@click.option("--accounting", is_flag=True,
+              help="Also run MariaDB and slurmdbd, so that sacct answers (Debian packages "
+                   "mariadb-server and slurmdbd; a few seconds more).")
 @guarded
-def up(nodes):
+def up(nodes, accounting):
     """Start the sandbox (no-op if it is already up and healthy)."""
     from hpcjobs.sandbox import lifecycle
 
-    lifecycle.up(nodes, log=click.echo)
+    lifecycle.up(nodes, log=click.echo, accounting=accounting)
 
 
 @sandbox.command(context_settings=CONTEXT)
@@ -45,7 +48,8 @@ def status():
     if h.sinfo:
         click.echo(h.sinfo)
     if h.up:
-        click.echo(f"sandbox up: {h.nodes} nodes, healthy")
+        click.echo(f"sandbox up: {h.nodes} nodes, healthy"
+                   f"{', accounting on (sacct)' if h.accounting else ''}")
         sys.exit(0)
     click.echo(f"sandbox not up: {'; '.join(h.problems)}", err=True)
     sys.exit(1)

@@ -47,8 +47,9 @@ class Swap:
     why: str
 
 
-def swaps(lay: Layout, version: tuple[int, int]) -> dict[str, Swap]:
-    """The :class:`~hpcjobs.slurmconf.Site` fields the sandbox replaces, with the reason."""
+def swaps(lay: Layout, version: tuple[int, int], accounting: bool = False) -> dict[str, Swap]:
+    """The :class:`~hpcjobs.slurmconf.Site` fields the sandbox replaces, with the reason
+    (``accounting``: ``up --accounting``, two more)."""
     st = str(lay.root)
     one_fs = "all daemons share one filesystem: per-daemon paths under the state dir"
     out = {
@@ -85,6 +86,12 @@ def swaps(lay: Layout, version: tuple[int, int]) -> dict[str, Swap]:
                                      "start batch jobs at once"),
     }
     out.update(version_swaps(version))
+    if accounting:
+        why = "`up --accounting`: slurmdbd (and MariaDB) in the controller's namespace"
+        out["accounting_storage_type"] = Swap("accounting_storage/slurmdbd", why)
+        out["accounting_storage_host"] = Swap(
+            CONTROLLER_ADDRESS, "clients (sacct, sacctmgr) in the root namespace cannot resolve "
+                                "the controller's name")
     return out
 
 
@@ -95,9 +102,9 @@ def version_swaps(version: tuple[int, int]) -> dict[str, Swap]:
     proctrack/linuxproc and task/none, never puts a job in a cgroup (checked on Debian 12).
     ``CgroupPlugin=disabled`` came with 24.05 (SchedMD commit 369e137db4); 24.x slurmd sets
     up its own cgroup scope at start (with systemd or IgnoreSystemd), which N slurmds on one
-    host would share, so the sandbox turns it off there. Not run here: no Debian 13 machine.
-    Everything else in the sandbox's files reads the same on 24.11 (task/none and
-    accounting_storage/none are taken as "unset" there; checked in its read_config.c).
+    host would share, so the sandbox turns it off there. Everything else in the sandbox's
+    files reads the same on 24.11 (task/none and accounting_storage/none are taken as "unset"
+    there). Checked on Debian 13 (24.11.5) with scripts/trixie-check.
     """
     if version >= (24, 5):
         return {"cgroup_plugin": Swap("disabled", "slurmd >= 24.05 sets up cgroups at start; "
@@ -105,8 +112,8 @@ def version_swaps(version: tuple[int, int]) -> dict[str, Swap]:
     return {}
 
 
-def site(lay: Layout, version: tuple[int, int]) -> Site:
-    return Site().replace(**{k: s.value for k, s in swaps(lay, version).items()})
+def site(lay: Layout, version: tuple[int, int], accounting: bool = False) -> Site:
+    return Site().replace(**{k: s.value for k, s in swaps(lay, version, accounting).items()})
 
 
 def node_names(n: int) -> list[str]:
@@ -176,11 +183,12 @@ def profile(n: int) -> Cluster:
     return parse_profile(tomllib.loads(profile_toml(n)), "sandbox")
 
 
-def generate(lay: Layout, n: int, version: tuple[int, int]) -> dict[str, str]:
+def generate(lay: Layout, n: int, version: tuple[int, int],
+             accounting: bool = False) -> dict[str, str]:
     """The sandbox's slurm.conf, gres.conf and cgroup.conf."""
     from hpcjobs import slurmconf
 
-    return slurmconf.generate(profile(n), site(lay, version))
+    return slurmconf.generate(profile(n), site(lay, version, accounting))
 
 
 def hosts_file(n: int) -> str:

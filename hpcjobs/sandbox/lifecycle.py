@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hpcjobs.errors import BadInput, HpcjobsError
+from hpcjobs.sandbox import accounting as accounting_mod
 from hpcjobs.sandbox import config, daemons, netns
 from hpcjobs.sandbox.layout import CLIENT_CONF, Layout, layout
 
@@ -28,7 +29,9 @@ REQUIRED = {"slurmctld": "slurmctld", "slurmd": "slurmd", "sinfo": "slurm-client
             "munged": "munge", "ip": "iproute2", "nsenter": "util-linux", "unshare": "util-linux"}
 CONTROLLER_WAIT_S = 20.0
 NODES_WAIT_S = 40.0
-HEALTHY_STATES = ("idle", "mixed", "allocated", "completing")
+# "planned" (Slurm >= 21.08): idle, but held by the backfill scheduler for a pending job
+# (seen on 24.11 while a test's job waited for all nodes).
+HEALTHY_STATES = ("idle", "mixed", "allocated", "completing", "planned")
 
 
 class SandboxError(HpcjobsError):
@@ -41,6 +44,7 @@ class SandboxError(HpcjobsError):
 class Health:
     up: bool
     nodes: int = 0
+    accounting: bool = False
     problems: list[str] = field(default_factory=list)
     sinfo: str = ""
 
@@ -51,11 +55,12 @@ def client_env(lay: Layout) -> dict:
 
 # --- checks ---------------------------------------------------------------------------------
 
-def _preflight() -> None:
+def _preflight(accounting: bool = False) -> None:
     if os.geteuid() != 0:
         raise BadInput("sandbox", "needs root (namespaces, a bridge, daemons)",
                        "run it as root, e.g. sudo .venv/bin/hpcjobs sandbox up")
-    missing = sorted({pkg for exe, pkg in REQUIRED.items() if not shutil.which(exe)
+    required = {**REQUIRED, **(accounting_mod.REQUIRED if accounting else {})}
+    missing = sorted({pkg for exe, pkg in required.items() if not shutil.which(exe)
                       and not os.path.exists(f"/usr/sbin/{exe}")})
     if missing:
         raise BadInput("sandbox", f"missing Debian packages: {' '.join(missing)}",
@@ -90,7 +95,7 @@ def health(lay: Layout | None = None, settle: float = 2.0) -> Health:
         meta = json.loads(lay.meta.read_text())
     except (OSError, ValueError):
         return Health(False, problems=[f"not started ({lay.meta} is missing)"])
-    h = Health(True, nodes=int(meta.get("nodes", 0)))
+    h = Health(True, nodes=int(meta.get("nodes", 0)), accounting=bool(meta.get("accounting")))
     recorded, _ = daemons.load(lay)
     for d in recorded:
         if not d.alive():
@@ -173,12 +178,13 @@ def _locked(lay: Layout):
         os.close(fd)
 
 
-def up(nodes: int | None = None, log=print) -> Health:
-    """Start the sandbox with ``nodes`` nodes (default 3); returns its health."""
+def up(nodes: int | None = None, log=print, accounting: bool = False) -> Health:
+    """Start the sandbox with ``nodes`` nodes (default 3), with MariaDB + slurmdbd if
+    ``accounting``; returns its health."""
     if nodes is not None and not 1 <= nodes <= config.MAX_NODES:
         raise BadInput("--nodes", f"must be 1..{config.MAX_NODES}, got {nodes}",
                        f"the nodes are 10.200.0.1..{config.MAX_NODES}")
-    _preflight()
+    _preflight(accounting)
     lay = layout()
     with _locked(lay):
         h = health(lay, settle=10.0)
@@ -186,6 +192,9 @@ def up(nodes: int | None = None, log=print) -> Health:
             if nodes is not None and nodes != h.nodes:
                 raise BadInput("--nodes", f"the sandbox is already up with {h.nodes} nodes",
                                f"run `hpcjobs sandbox down` first to start {nodes}")
+            if accounting and not h.accounting:
+                raise BadInput("--accounting", "the sandbox is already up without accounting",
+                               "run `hpcjobs sandbox down` first")
             log(f"sandbox already up: {h.nodes} nodes, healthy")
             return h
         left = leftovers(lay)
@@ -201,7 +210,7 @@ def up(nodes: int | None = None, log=print) -> Health:
         n = nodes or config.DEFAULT_NODES
         t0 = time.monotonic()
         try:
-            _start(lay, n)
+            _start(lay, n, accounting)
         except BaseException as err:
             tails = _log_tails(lay)
             _teardown(lay)
@@ -211,12 +220,12 @@ def up(nodes: int | None = None, log=print) -> Health:
             raise SandboxError(f"sandbox did not come up: {err}") from None
         took = time.monotonic() - t0
         major, minor = config.slurm_version()
-        meta = {"nodes": n, "slurm_version": f"{major}.{minor:02d}",
+        meta = {"nodes": n, "accounting": accounting, "slurm_version": f"{major}.{minor:02d}",
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "bringup_s": round(took, 3)}
         _atomic(lay.meta, json.dumps(meta, indent=2) + "\n")
         log(f"sandbox up: {n} nodes node[1-{n}] idle after {took:.2f} s "
-            f"(Slurm {meta['slurm_version']}); profile {lay.profile}; "
-            "stop it with `hpcjobs sandbox down`")
+            f"(Slurm {meta['slurm_version']}{', accounting on' if accounting else ''}); "
+            f"profile {lay.profile}; stop it with `hpcjobs sandbox down`")
         return health(lay)
 
 
@@ -226,7 +235,7 @@ def _atomic(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def _prepare_files(lay: Layout, n: int, version: tuple[int, int]) -> None:
+def _prepare_files(lay: Layout, n: int, version: tuple[int, int], accounting: bool) -> None:
     import pwd
 
     slurm = pwd.getpwnam("slurm")
@@ -242,7 +251,7 @@ def _prepare_files(lay: Layout, n: int, version: tuple[int, int]) -> None:
         (lay.spool / name).mkdir(mode=0o755)  # slurmd does not create its spool dir
         (lay.tmp / name).mkdir()
         os.chmod(lay.tmp / name, 0o1777)  # TmpFS: every user's jobs write there
-    for fname, text in config.generate(lay, n, version).items():
+    for fname, text in config.generate(lay, n, version, accounting).items():
         (lay.etc / fname).write_text(text)
     lay.hosts.write_text(config.hosts_file(n))
     # Slurm's clients in the root namespace (sbatch, srun, sinfo, hpcjobs) read this path.
@@ -252,9 +261,9 @@ def _prepare_files(lay: Layout, n: int, version: tuple[int, int]) -> None:
     CLIENT_CONF.symlink_to(lay.conf)
 
 
-def _start(lay: Layout, n: int) -> None:
+def _start(lay: Layout, n: int, accounting: bool = False) -> None:
     version = config.slurm_version()
-    _prepare_files(lay, n, version)
+    _prepare_files(lay, n, version, accounting)
     started: list[daemons.Daemon] = []
     extra: dict = {}
 
@@ -269,6 +278,9 @@ def _start(lay: Layout, n: int) -> None:
         record()
         _wait(lambda: daemons.munge_works(), 10.0, "munged to answer", started)
     env = client_env(lay)
+    if accounting:
+        accounting_mod.start(lay, env, started, record,
+                             lambda cond, timeout, what: _wait(cond, timeout, what, started))
     started.append(daemons.start_in_namespace(
         "slurmctld", netns.ns_path(netns.CONTROLLER_NS), config.CONTROLLER, lay.hosts,
         ["slurmctld", "-D"], lay.log / "slurmctld.out", env))
@@ -346,9 +358,13 @@ def down(log=print) -> bool:
 
 def _teardown(lay: Layout) -> None:
     recorded, extra = daemons.load(lay)
-    # Slurm first (slurmd before slurmctld so that no node is marked down), munged last.
+    # Slurm first (slurmd before slurmctld so that no node is marked down, then slurmdbd and
+    # its database, one at a time), munged last.
     slurm = [d for d in recorded if d.name != "munged"]
-    daemons.stop(sorted(slurm, key=lambda d: d.name == "slurmctld"))
+    last = ("slurmctld", "slurmdbd", "mariadbd")
+    for group in ([d for d in slurm if d.name not in last],
+                  *([d for d in slurm if d.name == name] for name in last)):
+        daemons.stop(group)
     # Whatever still runs inside the sandbox's namespaces: slurmstepd and job tasks.
     daemons.stop_pids(netns.pids_in(netns.namespaces()), timeout=3.0)
     netns.destroy()

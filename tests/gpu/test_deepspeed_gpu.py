@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -30,6 +31,8 @@ RUNS = {
     "optimizer-cpu": ["--offload-optimizer", "cpu"],
     "optimizer+param-cpu": ["--offload-optimizer", "cpu", "--offload-param", "cpu"],
 }
+# A rank that has not finished this long after start is stuck (a peer died): stop the run.
+RUN_TIMEOUT = float(os.environ.get("DS_GPU_RUN_TIMEOUT", "170"))
 # ~1.3B parameters: big enough that ZeRO-3 partitioning and offload show in memory and time.
 MODEL = ["--vocab", "32000", "--d-model", "2048", "--layers", "24", "--heads", "16",
          "--seq-len", "1024"]
@@ -57,7 +60,7 @@ def task_env(rank: int, nprocs: int, job_id: int, cfg: Path) -> dict:
         "SLURM_JOB_NODELIST": "localhost", "SLURM_STEP_NODELIST": "localhost",
         "SLURMD_NODENAME": "localhost",
         "HPCJOBS_KIND": "deepspeed", "HPCJOBS_DS_CONFIG": str(cfg),
-        "PYTHONUNBUFFERED": "1", "PYTHONPATH": os.pathsep.join(
+        "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1", "PYTHONPATH": os.pathsep.join(
             [str(ROOT)] + ([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 2) // nprocs))),
         # One host: NCCL bootstraps over loopback (the launcher keeps a value that is set).
@@ -85,7 +88,22 @@ def run(name: str, gen_args: list[str], nprocs: int, steps: int, workdir: Path, 
         procs = [subprocess.Popen(cmd, cwd=ROOT, env=task_env(r, nprocs, job_id, cfg),
                                   stdout=files[r], stderr=subprocess.STDOUT)
                  for r in range(nprocs)]
-        rcs = [p.wait(timeout=900) for p in procs]
+        rcs = []
+        deadline = time.monotonic() + RUN_TIMEOUT
+        for p in procs:
+            try:
+                rcs.append(p.wait(timeout=max(1.0, deadline - time.monotonic())))
+            except subprocess.TimeoutExpired:
+                # A rank that died leaves the others waiting in a collective: dump their
+                # Python stacks (PYTHONFAULTHANDLER) and stop them instead of hanging.
+                for q in procs:
+                    if q.poll() is None:
+                        q.send_signal(signal.SIGABRT)
+                time.sleep(2)
+                for q in procs:
+                    if q.poll() is None:
+                        q.kill()
+                rcs.append(p.wait())
     finally:
         for f in files:
             f.close()

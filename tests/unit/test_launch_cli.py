@@ -55,6 +55,7 @@ def test_explain_gives_every_variable_a_reason(env, capsys):
 def test_exec_replaces_the_launcher(env):
     """No wrapper process: the program has the launcher's pid and the added variables."""
     env["HPCJOBS_SIGNAL"] = "USR2"
+    env["HPCJOBS_GPU_BIND"] = "narrow"
     code = ("import os; e = os.environ; print(os.getpid(), e['RANK'], e['WORLD_SIZE'], "
             "e['MASTER_ADDR'], e['HPCJOBS_SIGNAL'], e['CUDA_VISIBLE_DEVICES'])")
     p = subprocess.Popen([sys.executable, "-m", "hpcjobs.launch", "--", sys.executable, "-c", code],
@@ -62,6 +63,22 @@ def test_exec_replaces_the_launcher(env):
     out, err = p.communicate(timeout=60)
     assert p.returncode == 0, err
     assert out.split() == [str(p.pid), "1", "3", "10.100.0.1", "USR2", "0"]
+
+
+def test_gpu_binding_by_framework(env):
+    """MPI programs get their one GPU as device 0; torch-style programs keep every GPU visible
+    and pick cuda:LOCAL_RANK (narrowing broke DeepSpeed on 2x H100: docs/launch.md)."""
+    env["HPCJOBS_KIND"] = "mpi"
+    assert environment.build(env).additions()["CUDA_VISIBLE_DEVICES"] == "0"
+    for kind in ("train", "deepspeed", "megatron", "horovod", "vllm"):
+        env["HPCJOBS_KIND"] = kind
+        plan = environment.build(env)
+        assert "CUDA_VISIBLE_DEVICES" not in plan.additions(), kind
+        assert any("cuda:0" in n and "visible" in n for n in plan.notes), plan.notes
+    env["HPCJOBS_GPU_BIND"] = "narrow"
+    assert environment.build(env).additions()["CUDA_VISIBLE_DEVICES"] == "0"
+    env["HPCJOBS_KIND"], env["HPCJOBS_GPU_BIND"] = "mpi", "visible"
+    assert "CUDA_VISIBLE_DEVICES" not in environment.build(env).additions()
 
 
 def test_program_exit_status_is_the_programs(env):
@@ -106,7 +123,12 @@ def test_framework_hooks(env, capsys):
     assert a["CUDA_DEVICE_MAX_CONNECTIONS"] == "1"
     assert (a["JAX_COORDINATOR_ADDRESS"], a["JAX_NUM_PROCESSES"], a["JAX_PROCESS_ID"]) == (
         f"10.100.0.1:{port}", "3", "1")
-    assert a["JAX_LOCAL_DEVICE_IDS"] == "0"  # the task sees one GPU
+    # All GPUs visible (jax/megatron pick their own): JAX takes SLURM_LOCALID as its device.
+    assert "JAX_LOCAL_DEVICE_IDS" not in a and "CUDA_VISIBLE_DEVICES" not in a
+    env["HPCJOBS_GPU_BIND"] = "narrow"
+    a = environment.build(env, framework="jax").additions()
+    assert (a["CUDA_VISIBLE_DEVICES"], a["JAX_LOCAL_DEVICE_IDS"]) == ("0", "0")  # one GPU seen
+    del env["HPCJOBS_GPU_BIND"]
     env["HPCJOBS_KIND"] = "megatron"
     assert "CUDA_DEVICE_MAX_CONNECTIONS" in environment.build(env).additions()
     env["HPCJOBS_KIND"] = "train"

@@ -157,5 +157,6 @@ def test_build_on_pve2_with_native_ib(tmp_path):
     assert plan.profile.chosen_by == "built-in"
     assert a["MASTER_ADDR"] == "10.100.0.1"  # pve1's IPoIB address: rendezvous over ib0
     assert a["VLLM_HOST_IP"] == "10.100.0.2"
-    assert (a["NCCL_IB_HCA"], a["NCCL_SOCKET_IFNAME"], a["CUDA_VISIBLE_DEVICES"]) == ("=mlx5_0:1", "=ib0", "0")
+    assert (a["NCCL_IB_HCA"], a["NCCL_SOCKET_IFNAME"]) == ("=mlx5_0:1", "=ib0")
+    assert "CUDA_VISIBLE_DEVICES" not in a  # vLLM's one task per node needs all the node's GPUs
     assert not plan.warnings
