@@ -31,6 +31,11 @@ FINAL_STATES = {
 TRANSIENT = ("Socket timed out", "Unable to contact slurm controller", "Zero Bytes were transmitted",
              "Resource temporarily unavailable", "Connection refused", "Slurm backup controller in standby")
 
+# Slurm's client already keeps trying to reach slurmctld for a while before it reports a
+# connect failure, so one more attempt covers a controller restart; more would only make a
+# stopped controller take a minute to report (MessageTimeout per attempt).
+CONNECT_FAILURES = ("Unable to contact slurm controller", "Connection refused")
+
 SEP = "\x1f"  # field separator for squeue -o: no job name or path legitimately contains it
 
 
@@ -71,7 +76,8 @@ def run(argv: list[str], *, retries: int = 3, input: str | None = None, check: b
         if proc.returncode == 0 or not check:
             return proc
         msg = _message(proc)
-        if attempt < retries and any(t in msg for t in TRANSIENT):
+        connect = any(c in msg for c in CONNECT_FAILURES)
+        if attempt < (min(retries, 1) if connect else retries) and any(t in msg for t in TRANSIENT):
             time.sleep(delay)
             delay = min(delay * 2, 4.0)
             continue
@@ -83,16 +89,28 @@ _VERDICT = re.compile(r"\b(error|fatal)\b", re.I)
 
 
 def _message(proc: subprocess.CompletedProcess) -> str:
-    """Slurm's own one-line verdict: the last "error"/"fatal" line of stderr (else stdout).
+    """Slurm's own verdict as one line: the last "error"/"fatal" line of stderr (else stdout),
+    followed by the detail line just before it, when that adds something.
 
     sbatch explains first and concludes last ("sbatch: error: invalid partition specified:
     nope" then "sbatch: error: Batch job submission failed: Invalid partition name
-    specified"); without a configuration the verdict is "... fatal: Could not establish a
-    configuration source" after three "error:" lines.
+    specified"): the verdict alone would lose the name that was wrong.
     """
     lines = [ln.strip() for ln in (proc.stderr or proc.stdout or "").splitlines() if ln.strip()]
     errs = [ln for ln in lines if _VERDICT.search(ln)] or lines
-    return errs[-1] if errs else f"exit status {proc.returncode}"
+    if not errs:
+        return f"exit status {proc.returncode}"
+    verdict = errs[-1]
+    if len(errs) > 1:
+        detail = _PREFIX.sub("", errs[-2])
+        # "fetch_config: ..." and the like are Slurm's internal trace, not a detail for users.
+        if detail and not _INTERNAL.match(detail) and detail.lower() not in verdict.lower():
+            return f"{verdict} ({detail})"
+    return verdict
+
+
+_PREFIX = re.compile(r"^[\w.-]+: (error|fatal): ", re.I)
+_INTERNAL = re.compile(r"^_?[a-z0-9]+_[a-z0-9_]+: ")
 
 
 # --- submit -----------------------------------------------------------------------------
@@ -108,7 +126,7 @@ def sbatch(script_path: str, *, extra: list[str] = (), cwd: str | None = None,
 UNSENT = ("Unable to contact slurm controller (connect failure)",)
 
 
-def subprocess_run_sbatch(argv, cwd=None, env=None, retries: int = 3):
+def subprocess_run_sbatch(argv, cwd=None, env=None, retries: int = 1):
     # sbatch is not retried blindly: a timed-out submission ("Socket timed out") may still
     # have created a job. Only a refused connection (UNSENT) is tried again, with run()'s
     # backoff.

@@ -88,6 +88,23 @@ def port_taken(port: int, host: str = "") -> str | None:
     return None
 
 
+def _ignore_warning_signal(name: str | None) -> None:
+    """Start the program with the job's warning signal ignored (the disposition survives exec).
+
+    The batch script forwards the signal (default USR2) to every task shortly before the time
+    limit; a program that never asked for it (``hpcjobs.preempted()`` installs a handler) would
+    otherwise be killed by it minutes before its time is up. A program that wants it installs
+    its own handler, which replaces the ignore.
+    """
+    if not name:
+        return
+    import signal
+
+    sig = getattr(signal, "SIG" + name.upper().removeprefix("SIG"), None)
+    if isinstance(sig, signal.Signals) and sig not in (signal.SIGKILL, signal.SIGSTOP):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def main(argv: list[str] | None = None, env: dict | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     env = os.environ if env is None else env
@@ -128,6 +145,7 @@ def main(argv: list[str] | None = None, env: dict | None = None) -> int:
             return 2
     new_env = dict(env)
     new_env.update(plan.additions())
+    _ignore_warning_signal(env.get("HPCJOBS_SIGNAL"))
     sys.stdout.flush()
     sys.stderr.flush()
     try:

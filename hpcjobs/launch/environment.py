@@ -92,8 +92,12 @@ def build(env: dict, *, nccl_debug: bool = False, framework: str | None = None) 
     fab = fabric.detect(root, prof.device, prof.port, prof.interface, node_addr, debug)
     plan.extend(fab.vars)
     plan.notes += fab.notes
-    if fab.warning:
+    if fab.warning and step.nnodes > 1:
         plan.warnings.append(fab.warning)
+    elif fab.warning:
+        # One node: GPUs talk over NVLink/PCIe/shared memory; sockets only bootstrap.
+        plan.notes.append(fab.warning.removeprefix("hpcjobs.launch: ") + " (one node: no traffic "
+                          "crosses the network, so no warning)")
 
     gvars, gnotes = gpus.binding(env, root, step.local_rank, step.local_world_size, hooks)
     plan.extend(gvars)

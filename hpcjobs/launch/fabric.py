@@ -297,7 +297,8 @@ def detect(root: str, pref_device: str | None = None, pref_port: int | None = No
         else:
             env.notes.append(f"NCCL_SOCKET_IFNAME not set: {iface_why}; NCCL picks an interface")
         env.warning = (f"hpcjobs.launch: {why}; NCCL will run over TCP sockets"
-                       + (f" on {iface}" if iface else "") + " (several times slower than RDMA)")
+                       + (f" on {iface}" if iface else "") + " between nodes, and so will MPI "
+                       "(several times slower than RDMA)")
 
     gdr, gdr_why = gpudirect(root)
     env.add("HPCJOBS_GPUDIRECT_RDMA", gdr, "reported from sysfs, never guessed: " + gdr_why)

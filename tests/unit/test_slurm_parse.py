@@ -304,8 +304,9 @@ def test_sacct_without_accounting(rec):
 # --- Slurm's error messages -------------------------------------------------------------------
 
 ERRORS = {  # capture: the one line hpcjobs shows (Slurm's own)
-    "sbatch_invalid_partition":
-        "sbatch: error: Batch job submission failed: Invalid partition name specified",
+    "sbatch_invalid_partition":  # the verdict, then the line before it that names the value
+        "sbatch: error: Batch job submission failed: Invalid partition name specified "
+        "(invalid partition specified: nope)",
     "sbatch_too_many_gpus":
         "sbatch: error: Batch job submission failed: Requested node configuration is not available",
     "sbatch_bad_time": "sbatch: error: Invalid --time specification",
