@@ -184,7 +184,8 @@ class _Reader:
     def tables(self, key: str) -> list["_Reader"]:
         value = self.data.get(key)
         if not isinstance(value, list) or not value or not all(isinstance(v, dict) for v in value):
-            raise self.err(key, "expected one or more [[%s]] tables" % key)
+            raise self.err(key, f"expected one or more [[{key}]] tables",
+                           f"add a [[{key}]] table (see `hpcjobs cluster show` for the format)")
         return [_Reader(v, self.source, f"{self.prefix}{key}[{i}].") for i, v in enumerate(value)]
 
     def unknown(self, known: set[str]) -> None:
@@ -314,7 +315,8 @@ def load_file(path: str | os.PathLike) -> Cluster:
     except OSError as e:
         raise BadInput("--cluster", f"cannot read {path}: {e.strerror}") from None
     except tomllib.TOMLDecodeError as e:
-        raise ProfileError(str(path), "(syntax)", str(e)) from None
+        raise ProfileError(str(path), "(syntax)", str(e),
+                           "fix the TOML at that line (strings need quotes)") from None
     return parse_profile(data, str(path))
 
 

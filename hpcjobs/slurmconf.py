@@ -56,6 +56,8 @@ class Site:
     tcp_timeout: int = 2
     kill_wait: int = 30
     scheduler_parameters: str = ""
+    # 0 = not written (Slurm starts at 1 and keeps counting in StateSaveLocation).
+    first_job_id: int = 0
     # No slurmdbd by default (see the comment written above AccountingStorageType).
     accounting_storage_type: str = "accounting_storage/none"
     accounting_storage_host: str = ""
@@ -200,6 +202,7 @@ def slurm_conf(cluster: Cluster, site: Site = Site()) -> str:
         f"TCPTimeout={s.tcp_timeout}",
         f"KillWait={s.kill_wait}",
         "InactiveLimit=0",
+        *([f"FirstJobId={s.first_job_id}"] if s.first_job_id else []),
         "",
         "# --- accounting",
         "# Choice: no slurmdbd/MariaDB on a three-node cluster; each finished job is one line in",

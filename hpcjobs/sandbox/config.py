@@ -84,6 +84,10 @@ def swaps(lay: Layout, version: tuple[int, int], accounting: bool = False) -> di
         "kill_wait": Swap(2, "fast cancel for tests"),
         "scheduler_parameters": Swap("batch_sched_delay=0,sched_min_interval=0",
                                      "start batch jobs at once"),
+        # --- job ids: `down` removes StateSaveLocation, so ids would restart at 1 with every
+        # `up`, and run records (linked by job id) of earlier sandboxes would collide.
+        "first_job_id": Swap(first_job_id(), "job ids must not restart at 1 on every `up`: "
+                                             "run records are linked by job id"),
     }
     out.update(version_swaps(version))
     if accounting:
@@ -93,6 +97,13 @@ def swaps(lay: Layout, version: tuple[int, int], accounting: bool = False) -> di
             CONTROLLER_ADDRESS, "clients (sacct, sacctmgr) in the root namespace cannot resolve "
                                 "the controller's name")
     return out
+
+
+def first_job_id(now: float | None = None) -> int:
+    """Ten ids per second of the clock, below Slurm's MaxJobId (67,043,328); wraps in 69 days."""
+    import time
+
+    return int((now if now is not None else time.time()) % 6_000_000) * 10 + 1000
 
 
 def version_swaps(version: tuple[int, int]) -> dict[str, Swap]:

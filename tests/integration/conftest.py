@@ -129,6 +129,8 @@ def sandbox() -> Sandbox:
         pytest.skip("integration tests need root (the sandbox runs as root)")
     h = lifecycle.health()
     if not h.up:
+        if os.environ.get("HPCJOBS_REQUIRE_SANDBOX") == "1":  # scripts/test: never skip silently
+            pytest.fail(f"Slurm sandbox is not up ({'; '.join(h.problems)})")
         pytest.skip(f"Slurm sandbox is not up ({'; '.join(h.problems)}): "
                     "run `hpcjobs sandbox up` as root, or scripts/test")
     return Sandbox([f"node{k}" for k in range(1, h.nodes + 1)], layout().profile)

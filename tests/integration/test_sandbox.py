@@ -66,7 +66,8 @@ def test_batch_job_gets_its_gpu_and_runs_on_its_nodes(sandbox, shared_tmp):
     script = shared_tmp / "job.sh"
     script.write_text(
         "#!/bin/bash\n"
-        "#SBATCH -N2 --gres=gpu:1 -t 1\n"
+        # -w: the nodes are pinned, since a GPU still held by another test's job would move it.
+        "#SBATCH -N2 -w node[1-2] --gres=gpu:1 -t 1\n"
         "echo batch on $(hostname) nodes=$SLURM_JOB_NODELIST\n"
         "srun bash -c 'echo task $SLURM_PROCID on $(hostname) gpu=$CUDA_VISIBLE_DEVICES "
         "addr=$(ip -4 -o addr show sbx0 | awk \"{print \\$4}\") "

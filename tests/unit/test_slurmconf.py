@@ -116,7 +116,7 @@ FIELD_KEYS = {
     "task_plugin": "TaskPlugin", "slurmd_parameters": "SlurmdParameters",
     "slurmctld_timeout": "SlurmctldTimeout", "slurmd_timeout": "SlurmdTimeout",
     "message_timeout": "MessageTimeout", "kill_wait": "KillWait",
-    "scheduler_parameters": "SchedulerParameters",
+    "scheduler_parameters": "SchedulerParameters", "first_job_id": "FirstJobId",
 }
 
 SWAPS_22_05 = {
@@ -126,6 +126,7 @@ SWAPS_22_05 = {
     "proctrack_type", "task_plugin",
     "gpu_file", "slurmd_parameters",
     "slurmctld_timeout", "slurmd_timeout", "message_timeout", "kill_wait", "scheduler_parameters",
+    "first_job_id",
 }
 
 
