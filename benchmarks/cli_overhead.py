@@ -41,7 +41,7 @@ def row(label, ms, base=None):
 
 
 def startup(repeat):
-    print("start-up (median of %d)" % repeat)
+    print(f"start-up (median of {repeat})")
     base = timeit([PY, "-c", "pass"], repeat)
     row("python -c pass (baseline)", base)
     row("hpcjobs --help", timeit([*HPCJOBS, "--help"], repeat), base)
@@ -51,7 +51,7 @@ def startup(repeat):
 
 
 def submit(repeat, tmp):
-    print("submission latency on the sandbox (median of %d; job: `true` on 1 node)" % repeat)
+    print(f"submission latency on the sandbox (median of {repeat}; job: `true` on 1 node)")
     script = os.path.join(tmp, "bare.sbatch")
     with open(script, "w") as f:
         f.write("#!/bin/bash\n#SBATCH --nodes=1\n#SBATCH --output=/dev/null\nsrun true\n")

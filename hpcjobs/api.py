@@ -16,7 +16,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from hpcjobs import kinds, runs, slurm
 from hpcjobs.cluster import Cluster, load_cluster
@@ -26,8 +26,23 @@ from hpcjobs.runs import Run
 from hpcjobs.slurm import JobStatus
 from hpcjobs.spec import JobSpec, validate
 
-__all__ = ["JobSpec", "Cluster", "Run", "JobStatus", "Submission", "load_cluster", "prepare",
-           "plan", "render", "submit", "status", "queue", "wait", "cancel", "logs"]
+__all__ = [
+    "Cluster",
+    "JobSpec",
+    "JobStatus",
+    "Run",
+    "Submission",
+    "cancel",
+    "load_cluster",
+    "logs",
+    "plan",
+    "prepare",
+    "queue",
+    "render",
+    "status",
+    "submit",
+    "wait",
+]
 
 _PYTHONS = ("python", "python3")
 

@@ -7,8 +7,9 @@ each command imports what it uses. Exit codes: 0 ok, 1 job failed, 2 bad input, 
 from __future__ import annotations
 
 import json
-import os
 import sys
+
+from typing import ClassVar
 
 import click
 
@@ -62,7 +63,7 @@ class LazyGroup(click.Group):
     """Top-level group whose bigger commands live in their own modules, imported on use."""
 
     # name -> "module:attribute" of a click command; a feature adds one line here.
-    lazy = {
+    lazy: ClassVar[dict[str, str]] = {
         "sandbox": "hpcjobs.sandbox.cli:sandbox",
         "doctor": "hpcjobs.doctor:doctor_cmd",
         "why": "hpcjobs.triage:why_cmd",

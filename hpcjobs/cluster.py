@@ -171,7 +171,7 @@ class _Reader:
             raise self.err(key, f"must not be negative, got {value}")
         return value
 
-    def table(self, key: str, required: bool = True) -> "_Reader | None":
+    def table(self, key: str, required: bool = True) -> _Reader | None:
         if key not in self.data:
             if required:
                 raise self.err(key, "missing table", f"add a [{self.prefix}{key}] table")
@@ -181,7 +181,7 @@ class _Reader:
             raise self.err(key, "expected a table")
         return _Reader(value, self.source, f"{self.prefix}{key}.")
 
-    def tables(self, key: str) -> list["_Reader"]:
+    def tables(self, key: str) -> list[_Reader]:
         value = self.data.get(key)
         if not isinstance(value, list) or not value or not all(isinstance(v, dict) for v in value):
             raise self.err(key, f"expected one or more [[{key}]] tables",

@@ -7,6 +7,7 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -50,9 +51,9 @@ def test_submit_mpi_wait_three_nodes(sandbox, runs_env):
     mine = [s for s in st if s["job_id"] == job_id]
     assert mine and mine[0]["state"] == "COMPLETED" and mine[0]["kind"] == "mpi"
     run_dir = mine[0]["run_dir"]
-    meta = json.loads(open(os.path.join(run_dir, "meta.json")).read())
+    meta = json.loads(Path(run_dir, "meta.json").read_text())
     assert meta["job_id"] == job_id and "git_commit" in meta
-    assert "set -- " in open(os.path.join(run_dir, "job.sbatch")).read()
+    assert "set -- " in Path(run_dir, "job.sbatch").read_text()
     assert oct(os.stat(run_dir).st_mode & 0o777) == "0o700"
 
 

@@ -71,6 +71,6 @@ def test_two_tasks_per_node_get_local_ranks(sandbox, shared_tmp):
     assert job.ok, str(job)
     ranks = re.findall(r"^rank (\d+) of 4 local_rank (\d+) on (\S+)", job.output, re.M)
     by_host = {}
-    for rank, local, host in ranks:
+    for _rank, local, host in ranks:
         by_host.setdefault(host, []).append(int(local))
     assert sorted(map(sorted, by_host.values())) == [[0, 1], [0, 1]], job.output

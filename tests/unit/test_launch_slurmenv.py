@@ -138,7 +138,7 @@ def hand(nodelist: str, tpn: str, rank: int, node: int, local: int, with_name: b
 def test_hand_written_fixtures(base, fixture):
     """Each hand-written file states its expectations as `#expect KEY=VALUE` lines."""
     lines = (ENVS / fixture).read_text().splitlines()
-    expect = dict(l[len("#expect "):].split("=", 1) for l in lines if l.startswith("#expect "))
+    expect = dict(ln[len("#expect "):].split("=", 1) for ln in lines if ln.startswith("#expect "))
     assert expect
     a = added(base, fixture)
     assert {k: a[k] for k in expect} == expect

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 # Not `from hpcjobs import plan`: hpcjobs/__init__ lazily exports api.plan under that name.
-import hpcjobs.plan as plan  # noqa: PLR0402
+import hpcjobs.plan as plan
 from hpcjobs import api, kinds, models
 from hpcjobs.cluster import builtin, builtin_text, load_file
 from hpcjobs.errors import BadInput
