@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -102,6 +103,19 @@ def srun(args: list[str], *, timeout: float = 120.0, cwd: str | Path = ROOT,
     """``srun ARGS...`` from the root namespace; stdout/stderr as text."""
     return subprocess.run(["srun", *args], capture_output=True, text=True, cwd=cwd, env=env,
                           timeout=timeout)
+
+
+def hpcjobs(*args: str, env: dict | None = None, timeout: float = 300,
+            cwd: str | Path = ROOT) -> subprocess.CompletedProcess:
+    """Run the real CLI (``python -m hpcjobs ARGS``) as a user would; output as text."""
+    return subprocess.run([sys.executable, "-m", "hpcjobs", *args], capture_output=True, text=True,
+                          env=env, timeout=timeout, cwd=cwd)
+
+
+@pytest.fixture
+def runs_env(tmp_path) -> dict:
+    """The environment with run records under this test's tmp_path."""
+    return {**os.environ, "HPCJOBS_RUNS_DIR": str(tmp_path / "runs")}
 
 
 @dataclass

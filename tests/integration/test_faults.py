@@ -32,22 +32,12 @@ import pytest
 
 from hpcjobs import slurm
 from hpcjobs.errors import SlurmError
-from tests.conftest import ROOT
+from tests.integration.conftest import hpcjobs
 
 LIFECYCLE = os.environ.get("CI") == "true" or os.environ.get("HPCJOBS_SANDBOX_LIFECYCLE") == "1"
 needs_lifecycle = pytest.mark.skipif(
     not LIFECYCLE, reason="stops daemons of the shared sandbox: runs in CI (CI=true) or with "
                           "HPCJOBS_SANDBOX_LIFECYCLE=1")
-
-
-def hpcjobs(*args, env, timeout=300):
-    return subprocess.run([sys.executable, "-m", "hpcjobs", *args], capture_output=True,
-                          text=True, env=env, cwd=ROOT, timeout=timeout)
-
-
-@pytest.fixture
-def runs_env(tmp_path):
-    return {**os.environ, "HPCJOBS_RUNS_DIR": str(tmp_path / "runs")}
 
 
 def free_port() -> int:

@@ -4,29 +4,15 @@ status / logs / cancel / wait commands on real jobs."""
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from tests.conftest import ROOT
-from tests.integration.conftest import run_job, scontrol_job
+from tests.integration.conftest import hpcjobs, run_job, scontrol_job
 
 EXAMPLE = str(ROOT / "examples" / "mpi_allreduce.py")
-
-
-def hpcjobs(*args, env=None, timeout=180):
-    return subprocess.run([sys.executable, "-m", "hpcjobs", *args], capture_output=True, text=True,
-                          env=env, timeout=timeout, cwd=ROOT)
-
-
-@pytest.fixture
-def runs_env(tmp_path):
-    env = os.environ.copy()
-    env["HPCJOBS_RUNS_DIR"] = str(tmp_path / "runs")
-    return env
 
 
 def check_allreduce_output(out: str, n: int) -> None:

@@ -21,21 +21,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
-from tests.integration.conftest import scontrol_job
+from tests.integration.conftest import hpcjobs, scontrol_job
 
 pytest.importorskip("torch")
 
 EXAMPLE = str(ROOT / "examples" / "train_ddp.py")
-
-
-def hpcjobs(*args, env, timeout=300):
-    return subprocess.run([sys.executable, "-m", "hpcjobs", *args], capture_output=True,
-                          text=True, env=env, cwd=ROOT, timeout=timeout)
-
-
-@pytest.fixture
-def runs_env(tmp_path):
-    return {**os.environ, "HPCJOBS_RUNS_DIR": str(tmp_path / "runs")}
 
 
 def follow_to_the_end(job_id: str, timeout: float) -> dict:

@@ -4,22 +4,16 @@ the loss falls — through hpcjobs and through a plain sbatch script with srun +
 import json
 import os
 import re
-import subprocess
 import sys
 
 import pytest
 
 from tests.conftest import ROOT
-from tests.integration.conftest import run_job
+from tests.integration.conftest import hpcjobs, run_job
 
 pytest.importorskip("torch")
 
 EXAMPLE = str(ROOT / "examples" / "train_ddp.py")
-
-
-def hpcjobs(*args, env=None, timeout=300):
-    return subprocess.run([sys.executable, "-m", "hpcjobs", *args], capture_output=True, text=True,
-                          env=env, timeout=timeout, cwd=ROOT)
 
 
 def check_training(out: str, n: int, epochs: int) -> None:

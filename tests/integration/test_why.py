@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.integration.conftest import hpcjobs
 
 PORT_PROG = """\
 import os, socket
@@ -47,11 +47,6 @@ JOBS = {
     "cancelled": (["mpi"], ["sleep", "300"]),
     "completed": (["mpi"], ["echo", "fine"]),
 }
-
-
-def hpcjobs(*args, env, timeout=300):
-    return subprocess.run([sys.executable, "-m", "hpcjobs", *args], capture_output=True,
-                          text=True, env=env, cwd=ROOT, timeout=timeout)
 
 
 @pytest.fixture(scope="module")
