@@ -13,6 +13,7 @@ the last one, and stops early (saving first) when hpcjobs reports the job's warn
 """
 
 import argparse
+import gc
 import os
 import socket
 import sys
@@ -56,6 +57,18 @@ def main() -> int:
     if use_cuda:
         torch.cuda.set_device(device)
     dist.init_process_group(backend=backend, init_method="env://")
+    try:
+        return train(args, device, gpu, use_cuda, backend, local_rank)
+    finally:
+        # DDP's reducer holds the process group. It must be gone (train() returned, so its
+        # locals are) before the group is destroyed: left to interpreter exit, its destructor
+        # aborted one rank in three with gloo on torch 2.13 ("terminate called without an
+        # active exception", after "training done").
+        gc.collect()
+        dist.destroy_process_group()
+
+
+def train(args, device, gpu: int, use_cuda: bool, backend: str, local_rank: int) -> int:
     rank, world = dist.get_rank(), dist.get_world_size()
     print(f"rank {rank} of {world} local_rank {local_rank} on {socket.gethostname()} "
           f"backend {backend} master {os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}",
@@ -120,11 +133,9 @@ def main() -> int:
             if rank == 0:
                 print(f"warning signal: checkpointed at epoch {epoch + 1}, step {step}; exiting "
                       "for requeue", flush=True)
-            dist.destroy_process_group()
             return 0
     if rank == 0:
         print(f"training done: {args.epochs} epochs, {step} steps", flush=True)
-    dist.destroy_process_group()
     return 0
 
 
