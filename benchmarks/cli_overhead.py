@@ -19,6 +19,7 @@ import tempfile
 import time
 
 PY = sys.executable
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HPCJOBS = [PY, "-m", "hpcjobs"]
 SEP = "\x1f"
 
@@ -47,7 +48,8 @@ def startup(repeat):
     row("hpcjobs --help", timeit([*HPCJOBS, "--help"], repeat), base)
     row("hpcjobs render mpi -- true", timeit([*HPCJOBS, "render", "mpi", "--", "true"], repeat), base)
     row("hpcjobs render train -- t.py  (jinja2 + kind)",
-        timeit([*HPCJOBS, "render", "train", "--", "examples/train_ddp.py"], repeat), base)
+        timeit([*HPCJOBS, "render", "train", "--", os.path.join(ROOT, "examples", "train_ddp.py")],
+               repeat), base)
 
 
 def submit(repeat, tmp):
