@@ -19,8 +19,8 @@ from hpcjobs.spec import JobSpec
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 V100 = builtin()  # 3 nodes x 1 V100S 32 GB, CC 7.0
-H100X8 = load_file(FIXTURES / "one_node_8gpu.toml")  # 1 node x 8 H100 80 GB
-CPUS = load_file(FIXTURES / "cpu_3node.toml")  # 3 nodes, no GPUs (like the sandbox)
+H100X8 = load_file(FIXTURES / "profiles" / "one_node_8gpu.toml")  # 1 node x 8 H100 80 GB
+CPUS = load_file(FIXTURES / "profiles" / "cpu_3node.toml")  # 3 nodes, no GPUs (like the sandbox)
 L70 = models.builtin("llama-2-70b")
 GPT13 = ModelShape("gpt-1.3b", 24, 2048, 16, 16, 8192, 50257, 2048, gated_mlp=False)
 
