@@ -28,10 +28,7 @@ from hpcjobs.errors import BadInput
 from hpcjobs.kinds.base import Kind, Option
 from hpcjobs.spec import JobSpec
 
-try:  # the memory plan (hpcjobs/plan.py); the kind works without it, minus `--model` checks
-    from hpcjobs import plan as _plan
-except ImportError:  # pragma: no cover - only while plan.py is absent
-    _plan = None
+from hpcjobs import plan as _plan  # the ZeRO-3 memory plan (with --model)
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
 OFFLOAD_DEVICES = ("none", "cpu", "nvme")
@@ -179,7 +176,7 @@ class DeepSpeedKind(Kind):
                "option, e.g. --config-arg=--deepspeed_config (the path is always in "
                "$HPCJOBS_DS_CONFIG)."),
         # The plan's shared options: with --model, ZeRO-3 memory is checked before submission.
-        *((_plan.MODEL_OPTION, _plan.SEQ_OPTION, _plan.RECOMPUTE_OPTION) if _plan else ()),
+        _plan.MODEL_OPTION, _plan.SEQ_OPTION, _plan.RECOMPUTE_OPTION,
     )
 
     def check(self, spec: JobSpec, cluster: Cluster) -> None:
@@ -223,7 +220,7 @@ class DeepSpeedKind(Kind):
     def plan(self, spec: JobSpec, cluster: Cluster):
         """ZeRO-3 memory per GPU (hpcjobs.plan) when ``--model`` names the model's shape."""
         o = {**self.defaults(), **spec.options}
-        if _plan is None or not o.get("model") or o["ds_config"]:
+        if not o.get("model") or o["ds_config"]:
             return None
         s = self.settings(spec, cluster)
         offload = ("all" if s["offload_param"] != "none" else
