@@ -53,10 +53,13 @@ def _listdir(path: str) -> list[str]:
 
 
 class Port:
-    __slots__ = ("dev", "link_layer", "port", "state")
+    __slots__ = ("dev", "link_layer", "phys_state", "port", "rate", "state")
 
-    def __init__(self, dev: str, port: int, state: str, link_layer: str) -> None:
+    def __init__(self, dev: str, port: int, state: str, link_layer: str, phys_state: str = "",
+                 rate: str = "") -> None:
         self.dev, self.port, self.state, self.link_layer = dev, port, state, link_layer
+        # Not used by the launcher; hpcjobs doctor reports them ("Polling": no cable/peer).
+        self.phys_state, self.rate = phys_state, rate
 
     @property
     def name(self) -> str:
@@ -68,7 +71,8 @@ class Port:
 
 
 def rdma_ports(root: str) -> list[Port]:
-    """Every RDMA port with its state word (ACTIVE, DOWN, INIT, ...) and link layer."""
+    """Every RDMA port with its state word (ACTIVE, DOWN, INIT, ...), link layer, physical state
+    (LinkUp, Polling, ...) and rate as the kernel prints it ("100 Gb/sec (4X EDR)"; "" if absent)."""
     base = os.path.join(root, "sys/class/infiniband")
     out = []
     for dev in sorted(_listdir(base), key=_natural):
@@ -77,7 +81,10 @@ def rdma_ports(root: str) -> list[Port]:
             state = _read(os.path.join(pdir, p, "state")) or "?"
             state = state.partition(":")[2].strip() or state  # "4: ACTIVE" -> "ACTIVE"
             link = _read(os.path.join(pdir, p, "link_layer")) or "InfiniBand"
-            out.append(Port(dev, int(p), state, link))
+            phys = _read(os.path.join(pdir, p, "phys_state")) or ""
+            phys = phys.partition(":")[2].strip() if ":" in phys else phys  # "5: LinkUp" -> "LinkUp"
+            rate = _read(os.path.join(pdir, p, "rate")) or ""
+            out.append(Port(dev, int(p), state, link, phys, rate))
     return out
 
 

@@ -7,7 +7,6 @@ point, run from a directory that is not the source tree.
 
 import os
 import subprocess
-import sys
 import venv
 
 import pytest
