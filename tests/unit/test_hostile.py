@@ -23,7 +23,7 @@ from hpcjobs.render import materialize, sbatch_value
 from hpcjobs.spec import _ARRAY, JobSpec, validate
 from tests.fixtures.hostile import corpus, dir_name_ok, encode, job_name_ok
 
-CANARY_DIR = "/tmp/hpcjobs-hostile-unit"
+CANARY_DIR = f"/tmp/hpcjobs-hostile-unit-{os.getpid()}"  # per run: two test runs may overlap
 CANARY = f"{CANARY_DIR}/canary"
 CORPUS = corpus(CANARY)
 
