@@ -63,12 +63,14 @@ class JobStatus:
 
 
 def run(argv: list[str], *, retries: int = 3, input: str | None = None, check: bool = True,
-        timeout: float = 60.0) -> subprocess.CompletedProcess:
-    """Run a Slurm command; retry transient controller errors with bounded backoff."""
+        timeout: float = 60.0, cwd: str | None = None, env: dict | None = None,
+        transient: tuple[str, ...] = TRANSIENT) -> subprocess.CompletedProcess:
+    """Run a Slurm command; retry the ``transient`` controller errors with bounded backoff."""
     delay = 0.5
     for attempt in range(retries + 1):
         try:
-            proc = subprocess.run(argv, capture_output=True, text=True, input=input, timeout=timeout)
+            proc = subprocess.run(argv, capture_output=True, text=True, input=input, timeout=timeout,
+                                  cwd=cwd, env=env)
         except FileNotFoundError:
             raise SlurmError(f"{argv[0]}: command not found (is the Slurm client installed?)") from None
         except subprocess.TimeoutExpired:
@@ -77,7 +79,7 @@ def run(argv: list[str], *, retries: int = 3, input: str | None = None, check: b
             return proc
         msg = _message(proc)
         connect = any(c in msg for c in CONNECT_FAILURES)
-        if attempt < (min(retries, 1) if connect else retries) and any(t in msg for t in TRANSIENT):
+        if attempt < (min(retries, 1) if connect else retries) and any(t in msg for t in transient):
             time.sleep(delay)
             delay = min(delay * 2, 4.0)
             continue
@@ -115,37 +117,18 @@ _INTERNAL = re.compile(r"^_?[a-z0-9]+_[a-z0-9_]+: ")
 
 # --- submit -----------------------------------------------------------------------------
 
-def sbatch(script_path: str, *, extra: list[str] = (), cwd: str | None = None,
-           env: dict | None = None) -> str:
-    """Submit a script file; returns the job id."""
-    proc = subprocess_run_sbatch(["sbatch", "--parsable", *extra, script_path], cwd=cwd, env=env)
-    return parse_sbatch(proc.stdout)
-
-
-# A submission that never reached slurmctld: retrying it cannot make a second job.
+# A submission that never reached slurmctld: retrying it cannot make a second job. sbatch is
+# not retried on anything else: a timed-out submission ("Socket timed out") may still have
+# created a job.
 UNSENT = ("Unable to contact slurm controller (connect failure)",)
 
 
-def subprocess_run_sbatch(argv, cwd=None, env=None, retries: int = 1):
-    # sbatch is not retried blindly: a timed-out submission ("Socket timed out") may still
-    # have created a job. Only a refused connection (UNSENT) is tried again, with run()'s
-    # backoff.
-    delay = 0.5
-    for attempt in range(retries + 1):
-        try:
-            proc = subprocess.run(argv, capture_output=True, text=True, cwd=cwd, env=env,
-                                  timeout=120)
-        except FileNotFoundError:
-            raise SlurmError("sbatch: command not found (is the Slurm client installed?)") from None
-        if proc.returncode == 0:
-            return proc
-        msg = _message(proc)
-        if attempt < retries and any(t in msg for t in UNSENT):
-            time.sleep(delay)
-            delay = min(delay * 2, 4.0)
-            continue
-        raise SlurmError(msg)
-    raise AssertionError("unreachable")
+def sbatch(script_path: str, *, extra: list[str] = (), cwd: str | None = None,
+           env: dict | None = None) -> str:
+    """Submit a script file; returns the job id."""
+    proc = run(["sbatch", "--parsable", *extra, script_path], cwd=cwd, env=env, timeout=120,
+               retries=1, transient=UNSENT)
+    return parse_sbatch(proc.stdout)
 
 
 def parse_sbatch(stdout: str) -> str:
