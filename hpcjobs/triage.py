@@ -3,7 +3,7 @@
 Reads Slurm's state and exit code and the job's own output, and names the cause: time limit,
 preempted / requeued, node failure, out of memory (host or CUDA), NCCL timeout, NCCL over TCP
 sockets (``NET/Socket``), the master port already in use (``EADDRINUSE``), a missing module or
-command, or a plain non-zero exit. Each finding carries the line that proves it (file:line, or
+command, an abort in a C++ destructor at exit (std::terminate), or a plain non-zero exit. Each finding carries the line that proves it (file:line, or
 Slurm's own fields) and what to do.
 
 Works without accounting: the state comes from ``scontrol`` while Slurm still holds the job
@@ -98,6 +98,15 @@ RULES: tuple[Rule, ...] = (
     Rule("not_requeueable", "the warning signal came but the job could not be requeued",
          r"is not requeueable|Requested operation is presently disabled",
          "submit with --requeue so the job restarts after the warning signal"),
+    # libstdc++'s std::terminate with no exception in flight: a C++ object owning a still
+    # running thread was destroyed, typically torch's gloo at interpreter exit after the work
+    # was done (hpcjobs/shutdown.py). Under srun that one abort fails the step.
+    Rule("abort_at_exit", "a task aborted in a C++ destructor (std::terminate, SIGABRT), "
+         "typically at interpreter exit after its work was done",
+         r"terminate called without an active exception",
+         "end the program with hpcjobs.finish(code): it destroys the process group and leaves "
+         "with os._exit, so no C++ static destructor runs (or call "
+         "torch.distributed.destroy_process_group() and os._exit yourself)"),
     Rule("nccl_socket", "communication went over TCP sockets, not RDMA (NCCL NET/Socket)",
          r"via NET/Socket|NET/IB : No device found|NCCL_IB_DISABLE.*=.*1|"
          r"NCCL will run over TCP sockets",
@@ -107,7 +116,8 @@ RULES: tuple[Rule, ...] = (
 RULE = {r.key: r for r in RULES}
 # Findings that explain an end; the others are remarks on a job that ended for another reason.
 CAUSES = ("cred_revoked", "oom_cuda", "oom_host", "missing_module", "port_in_use", "node_fail",
-          "warning_unhandled", "nccl_timeout", "time_limit", "preempted", "oom_killed")
+          "warning_unhandled", "nccl_timeout", "time_limit", "preempted", "oom_killed",
+          "abort_at_exit")
 # srun's own lines once it tears a step down: a task "Killed" after these was killed by srun
 # (--kill-on-bad-exit, a cancel), not by the kernel.
 _TEARDOWN = re.compile(r"_step_signal: Terminating|forcing job termination|Job step aborted|"

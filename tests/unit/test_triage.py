@@ -46,6 +46,7 @@ CASES = [
     ("command_not_found.out", dict(state="FAILED", exit_code=127), "missing_module", []),
     ("plain_exit.out", dict(state="FAILED", exit_code=3), "exit_code", []),
     ("node_failure.out", dict(state="NODE_FAIL", exit_code=0), "node_fail", []),
+    ("abort_at_exit.out", dict(state="FAILED", exit_code=143), "abort_at_exit", ["nccl_socket"]),
 ]
 
 
