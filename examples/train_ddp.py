@@ -46,6 +46,16 @@ def preempted_flag():
         return lambda: False
 
 
+def finisher():
+    """hpcjobs.finish if hpcjobs is importable (it is, under hpcjobs.launch), else sys.exit."""
+    try:
+        from hpcjobs import finish
+
+        return finish
+    except ImportError:
+        return sys.exit
+
+
 def main() -> int:
     args = parse()
     use_cuda = torch.cuda.is_available()
@@ -140,11 +150,7 @@ def train(args, device, gpu: int, use_cuda: bool, backend: str, local_rank: int)
 
 
 if __name__ == "__main__":
-    code = main()
-    # The process group is destroyed and every line flushed: leave without running C++ static
-    # destructors. torch 2.13's gloo can still abort in one of them at interpreter exit
-    # ("terminate called without an active exception"), rarely (seen once in ~90 runs after
-    # the DDP fix above), which would fail an otherwise finished job.
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    # Leave without C++ static destructors: torch 2.13's gloo can abort in one at interpreter
+    # exit ("terminate called without an active exception"), failing a finished job
+    # (hpcjobs/shutdown.py says more).
+    finisher()(main())

@@ -21,4 +21,8 @@ def __getattr__(name: str):
         from hpcjobs.preempt import preempted
 
         return preempted
+    if name == "finish":
+        from hpcjobs.shutdown import finish
+
+        return finish
     raise AttributeError(f"module 'hpcjobs' has no attribute {name!r}")
