@@ -40,7 +40,7 @@ def rank_env(rank: int, ranks: int, job_id: int) -> dict:
     return env
 
 
-def one_run(prog: list[str], ranks: int, job_id: int, plain: bool, tmp: str) -> tuple[list[int], bool]:
+def one_run(prog: list[str], ranks: int, job_id: int, plain: bool, tmp: str) -> tuple[list[int], bool, str]:
     argv = [sys.executable, "-c", PLAIN_EXIT, *prog] if plain else [sys.executable, *prog]
     with contextlib.ExitStack() as stack:
         logs = [stack.enter_context(open(os.path.join(tmp, f"rank{r}.out"), "w+b"))
@@ -49,11 +49,15 @@ def one_run(prog: list[str], ranks: int, job_id: int, plain: bool, tmp: str) -> 
                                   stdout=log, stderr=subprocess.STDOUT, env=rank_env(r, ranks, job_id))
                  for r, log in enumerate(logs)]
         codes = [p.wait() for p in procs]
-        aborted = False
-        for log in logs:
+        aborted, tails = False, []
+        for r, (log, code) in enumerate(zip(logs, codes)):
             log.seek(0)
-            aborted |= b"terminate called without an active exception" in log.read()
-    return codes, aborted
+            text = log.read()
+            aborted |= b"terminate called without an active exception" in text
+            if code:  # the last lines of a failed rank: an abort, or an error of the program's own
+                last = text.decode(errors="replace").rstrip().splitlines()[-3:]
+                tails.append("".join(f"\n    rank {r}: {ln}" for ln in last))
+    return codes, aborted, "".join(tails)
 
 
 def main() -> int:
@@ -72,11 +76,12 @@ def main() -> int:
     base = 700000 + os.getpid() % 10000 * 10  # distinct job ids: distinct MASTER_PORTs
     with tempfile.TemporaryDirectory(prefix="exit-aborts-") as tmp:
         for i in range(1, a.runs + 1):
-            codes, abort = one_run(prog, a.ranks, base + i, a.plain_exit, tmp)
+            codes, abort, tail = one_run(prog, a.ranks, base + i, a.plain_exit, tmp)
             if any(codes):
                 failed += 1
                 aborted += abort
-                print(f"run {i}: exit codes {codes}{' (std::terminate)' if abort else ''}", flush=True)
+                print(f"run {i}: exit codes {codes}{' (std::terminate)' if abort else ''}{tail}",
+                      flush=True)
     took = time.monotonic() - t0
     mode = "sys.exit(main()) (--plain-exit)" if a.plain_exit else "the program's own exit"
     print(f"{a.runs} runs of {a.ranks} ranks, {mode}: {failed} failed "
