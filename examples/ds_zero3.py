@@ -133,16 +133,6 @@ def peak_memory_gib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB -> GiB (process RSS)
 
 
-def finisher():
-    """hpcjobs.finish if hpcjobs is importable (it is, under hpcjobs.launch), else sys.exit."""
-    try:
-        from hpcjobs import finish
-
-        return finish
-    except ImportError:
-        return sys.exit
-
-
 def main() -> int:
     args = parse()
     # torch 2.13 deprecates collectives that DeepSpeed calls on every step (DeepSpeed's to change).
@@ -259,5 +249,9 @@ def main() -> int:
 if __name__ == "__main__":
     # Leave without C++ static destructors: torch 2.13's gloo can abort in one at interpreter
     # exit ("terminate called without an active exception"), failing a finished job
-    # (hpcjobs/shutdown.py says more).
-    finisher()(main())
+    # (hpcjobs/shutdown.py says more). Without hpcjobs (torchrun, say): the ordinary exit.
+    try:
+        from hpcjobs import finish
+    except ImportError:
+        finish = sys.exit
+    finish(main())

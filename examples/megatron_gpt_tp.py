@@ -43,16 +43,6 @@ def parse(argv=None):
     return p.parse_args(argv)
 
 
-def finisher():
-    """hpcjobs.finish if hpcjobs is importable (it is, under hpcjobs.launch), else sys.exit."""
-    try:
-        from hpcjobs import finish
-
-        return finish
-    except ImportError:
-        return sys.exit
-
-
 def main(argv=None) -> int:
     a = parse(argv)
     import torch
@@ -182,5 +172,9 @@ def main(argv=None) -> int:
 if __name__ == "__main__":
     # Leave without C++ static destructors: torch 2.13's gloo can abort in one at interpreter
     # exit ("terminate called without an active exception"), failing a finished job
-    # (hpcjobs/shutdown.py says more).
-    finisher()(main())
+    # (hpcjobs/shutdown.py says more). Without hpcjobs (torchrun, say): the ordinary exit.
+    try:
+        from hpcjobs import finish
+    except ImportError:
+        finish = sys.exit
+    finish(main())

@@ -40,16 +40,6 @@ def expected_groups(rank: int, world: int, tp: int, pp: int, cp: int = 1) -> dic
     }
 
 
-def finisher():
-    """hpcjobs.finish if hpcjobs is importable (it is, under hpcjobs.launch), else sys.exit."""
-    try:
-        from hpcjobs import finish
-
-        return finish
-    except ImportError:
-        return sys.exit
-
-
 def main() -> int:
     env = os.environ
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -123,5 +113,9 @@ def main() -> int:
 if __name__ == "__main__":
     # Leave without C++ static destructors: torch 2.13's gloo can abort in one at interpreter
     # exit ("terminate called without an active exception"), failing a finished job
-    # (hpcjobs/shutdown.py says more).
-    finisher()(main())
+    # (hpcjobs/shutdown.py says more). Without hpcjobs (torchrun, say): the ordinary exit.
+    try:
+        from hpcjobs import finish
+    except ImportError:
+        finish = sys.exit
+    finish(main())

@@ -46,16 +46,6 @@ def preempted_flag():
         return lambda: False
 
 
-def finisher():
-    """hpcjobs.finish if hpcjobs is importable (it is, under hpcjobs.launch), else sys.exit."""
-    try:
-        from hpcjobs import finish
-
-        return finish
-    except ImportError:
-        return sys.exit
-
-
 def main() -> int:
     args = parse()
     use_cuda = torch.cuda.is_available()
@@ -152,5 +142,9 @@ def train(args, device, gpu: int, use_cuda: bool, backend: str, local_rank: int)
 if __name__ == "__main__":
     # Leave without C++ static destructors: torch 2.13's gloo can abort in one at interpreter
     # exit ("terminate called without an active exception"), failing a finished job
-    # (hpcjobs/shutdown.py says more).
-    finisher()(main())
+    # (hpcjobs/shutdown.py says more). Without hpcjobs (torchrun, say): the ordinary exit.
+    try:
+        from hpcjobs import finish
+    except ImportError:
+        finish = sys.exit
+    finish(main())
