@@ -382,8 +382,8 @@ def why_cmd(job_id: str, log_file: str | None, as_json: bool) -> None:
     """Why did a job end the way it did: the cause, the line that shows it, and the fix.
 
     Time limit, preemption/requeue, node failure, out of memory (host or CUDA), NCCL timeout or
-    TCP-socket fallback, master port in use, missing module, plain non-zero exit. Works without
-    Slurm accounting.
+    TCP-socket fallback, master port in use, missing module, a crash in C++ cleanup at exit
+    (std::terminate), plain non-zero exit. Works without Slurm accounting.
     """
     from hpcjobs.cli import guarded
 
