@@ -17,13 +17,10 @@ over recorded logs (tests/fixtures/triage/) and the integration tests over real 
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-
-import click
 
 # Read at most this much of the end of an output file (a log of many GB ends with the cause).
 TAIL_BYTES = 32 * 1024 * 1024
@@ -370,26 +367,3 @@ def why(job_id: str, log_file: str | None = None) -> Verdict:
 def explain_lines(lines: Iterable[str], **facts) -> list[Finding]:
     """classify() over given output lines (a convenience for scripts and tests)."""
     return classify(Facts(log=list(lines), **facts))
-
-
-@click.command("why", context_settings={"help_option_names": ["-h", "--help"],
-                                        "max_content_width": 100})
-@click.argument("job_id")
-@click.option("--log", "log_file", metavar="FILE", type=click.Path(dir_okay=False),
-              help="Classify this output file (default: the job's own, from its record or Slurm).")
-@click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
-def why_cmd(job_id: str, log_file: str | None, as_json: bool) -> None:
-    """Why did a job end the way it did: the cause, the line that shows it, and the fix.
-
-    Time limit, preemption/requeue, node failure, out of memory (host or CUDA), NCCL timeout or
-    TCP-socket fallback, master port in use, missing module, a crash in C++ cleanup at exit
-    (std::terminate), plain non-zero exit. Works without Slurm accounting.
-    """
-    from hpcjobs.cli import guarded
-
-    @guarded
-    def run():
-        v = why(job_id, log_file)
-        click.echo(json.dumps(v.to_dict(), indent=2) if as_json else v.text())
-
-    run()

@@ -8,44 +8,26 @@ with the evidence it saw and the fix.
 
 Modules: ``host`` (what the checks read: :class:`Host`), ``parse`` (command output), ``result``
 (:class:`Check`, :class:`Report`), ``context`` (what checks share), ``fabric`` / ``node`` /
-``environment`` (the checks), ``run`` (:func:`diagnose`), ``cli`` (:func:`doctor_cmd`).
-
-``hpcjobs --help`` imports this package to list the command. The names below are therefore
-loaded on first use (PEP 562 module ``__getattr__``): listing the command imports ``cli`` (click
-only), not the checks.
+``environment`` (the checks), ``run`` (:func:`diagnose`); the command is hpcjobs/cli/doctor.py.
 """
 
-from __future__ import annotations
+from hpcjobs.doctor.context import Context, identify, local_addresses
+from hpcjobs.doctor.environment import check_environment
+from hpcjobs.doctor.fabric import (NO_RDMA, check_gdr, check_gpu_nic, check_interface, check_rdma,
+                                   fabric_verdict, gdr_sources, interface_state,
+                                   nvidia_driver_loaded, rdma_ports)
+from hpcjobs.doctor.host import CmdResult, Host, Runner, run_command, sysfs_root
+from hpcjobs.doctor.node import check_memlock, check_munge, check_slurm_node, check_slurmctld
+from hpcjobs.doctor.parse import (PATH_KINDS, Topo, parse_ip_addr, parse_ip_link, parse_topo,
+                                  parse_ulimit)
+from hpcjobs.doctor.result import FAIL, PASS, SKIP, WARN, Check, Report
+from hpcjobs.doctor.run import CHECK_NAMES, diagnose
 
-import importlib
-
-# public name -> the module that holds it
-_EXPORTS = {
-    **dict.fromkeys(("PASS", "WARN", "FAIL", "SKIP", "Check", "Report"), "result"),
-    **dict.fromkeys(("CmdResult", "Runner", "run_command", "sysfs_root", "Host"), "host"),
-    **dict.fromkeys(("parse_ip_addr", "parse_ip_link", "parse_topo", "parse_ulimit", "Topo",
-                     "PATH_KINDS"), "parse"),
-    **dict.fromkeys(("Context", "identify", "local_addresses"), "context"),
-    **dict.fromkeys(("NO_RDMA", "rdma_ports", "gdr_sources", "nvidia_driver_loaded", "check_rdma",
-                     "check_interface", "interface_state", "check_gdr", "check_gpu_nic",
-                     "fabric_verdict"), "fabric"),
-    **dict.fromkeys(("check_memlock", "check_munge", "check_slurmctld", "check_slurm_node"), "node"),
-    "check_environment": "environment",
-    **dict.fromkeys(("CHECK_NAMES", "diagnose"), "run"),
-    "doctor_cmd": "cli",
-}
-
-__all__ = sorted(_EXPORTS)  # noqa: PLE0605 (built from the one table above)
-
-
-def __getattr__(name: str):
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_EXPORTS})
+__all__ = [
+    "CHECK_NAMES", "FAIL", "NO_RDMA", "PASS", "PATH_KINDS", "SKIP", "WARN", "Check", "CmdResult",
+    "Context", "Host", "Report", "Runner", "Topo", "check_environment", "check_gdr",
+    "check_gpu_nic", "check_interface", "check_memlock", "check_munge", "check_rdma",
+    "check_slurm_node", "check_slurmctld", "diagnose", "fabric_verdict", "gdr_sources", "identify",
+    "interface_state", "local_addresses", "nvidia_driver_loaded", "parse_ip_addr",
+    "parse_ip_link", "parse_topo", "parse_ulimit", "rdma_ports", "run_command", "sysfs_root",
+]

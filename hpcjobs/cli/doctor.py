@@ -22,7 +22,7 @@ def doctor_cmd(ctx: click.Context, as_json: bool, node_name: str | None, cluster
     Each check prints pass/warn/fail/skip with what it saw and the fix. Exit 0 when nothing
     failed, 1 on failures. Inside a job: srun -N1 hpcjobs doctor.
     """
-    from hpcjobs.cli import cluster_of, fail
+    from hpcjobs.cli.kit import cluster_of, fail
     from hpcjobs.doctor.run import diagnose
     from hpcjobs.errors import HpcjobsError
 

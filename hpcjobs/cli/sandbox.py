@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from hpcjobs.cli import CONTEXT, guarded
+from hpcjobs.cli.kit import CONTEXT, guarded
 
 
 @click.group(context_settings=CONTEXT)

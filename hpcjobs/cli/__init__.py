@@ -1,0 +1,63 @@
+"""The ``hpcjobs`` command: thin over :mod:`hpcjobs.api`.
+
+Every command lives in a module of this package and is imported only when it is used (or
+listed by ``--help``); each module imports click alone at the top and the library inside its
+commands, so ``hpcjobs --help`` and ``render`` stay fast. Only this package imports click.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import click
+
+from hpcjobs.cli.kit import CONTEXT
+
+
+class LazyGroup(click.Group):
+    """The top-level group: each command is "module:attribute", imported on first use.
+
+    The one lazy-loading mechanism of the CLI; a new command adds one line to ``lazy``.
+    """
+
+    lazy: ClassVar[dict[str, str]] = {
+        "submit": "hpcjobs.cli.jobs:submit",
+        "render": "hpcjobs.cli.jobs:render_cmd",
+        "plan": "hpcjobs.cli.jobs:plan_cmd",
+        "status": "hpcjobs.cli.watch:status",
+        "logs": "hpcjobs.cli.watch:logs",
+        "wait": "hpcjobs.cli.watch:wait_cmd",
+        "cancel": "hpcjobs.cli.watch:cancel",
+        "why": "hpcjobs.cli.why:why_cmd",
+        "kinds": "hpcjobs.cli.cluster:kinds",
+        "cluster": "hpcjobs.cli.cluster:cluster",
+        "doctor": "hpcjobs.cli.doctor:doctor_cmd",
+        "sandbox": "hpcjobs.cli.sandbox:sandbox",
+    }
+
+    def list_commands(self, ctx):
+        return sorted(self.lazy)
+
+    def get_command(self, ctx, name):
+        import importlib
+
+        target = self.lazy.get(name)
+        if not target:
+            return None
+        module, attr = target.split(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+@click.group(cls=LazyGroup, context_settings=CONTEXT)
+@click.version_option(package_name="hpcjobs", prog_name="hpcjobs")
+@click.option("--cluster", "cluster_file", metavar="FILE", envvar="HPCJOBS_CLUSTER",
+              help="Cluster profile (TOML). Default: $HPCJOBS_CLUSTER, the running sandbox, "
+                   "~/.config/hpcjobs/cluster.toml, then the built-in pve1..pve3 profile.")
+@click.pass_context
+def main(ctx: click.Context, cluster_file: str | None) -> None:
+    """Render, check, record and submit Slurm jobs that are right for the hardware."""
+    ctx.obj = {"cluster": cluster_file}
+
+
+if __name__ == "__main__":
+    main(prog_name="hpcjobs")

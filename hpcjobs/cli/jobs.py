@@ -1,0 +1,208 @@
+"""``hpcjobs submit|render|plan KIND [OPTIONS] -- PROG ARGS``: one subcommand per job kind."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from hpcjobs.cli.kit import CONTEXT, cluster_of, fail, guarded
+
+
+# --- per-kind commands --------------------------------------------------------------------
+
+def common_options() -> list[click.Option]:
+    """Options every kind takes (built fresh for each command)."""
+    return [
+    click.Option(["--nodes", "-N"], type=int, help="Nodes (default: all of the partition)."),
+    click.Option(["--ntasks-per-node"], type=int, help="Tasks per node (GPU kinds: one per GPU)."),
+    click.Option(["--gpus-per-node"], type=int, help="GPUs per node (default: what the nodes have)."),
+    click.Option(["--cpus-per-task"], type=int, help="CPUs per task."),
+    click.Option(["--time", "-t"], help="Time limit, e.g. 30, 02:00:00, 1-00:00:00."),
+    click.Option(["--partition", "-p"], help="Partition (default: the profile's)."),
+    click.Option(["--job-name", "-J"], help="Job name."),
+    click.Option(["--account", "-A"], help="Slurm account."),
+    click.Option(["--qos"], help="Slurm QOS."),
+    click.Option(["--env", "env"], multiple=True, metavar="NAME=VALUE",
+                 help="Set a variable in the job (repeatable)."),
+    click.Option(["--env-pass"], multiple=True, metavar="NAME",
+                 help="Pass a variable of this environment by name; its value is never written."),
+    click.Option(["--output-dir"], metavar="DIR",
+                 help="Where slurm-<jobid>.out goes (default: the run record's directory)."),
+    click.Option(["--array"], metavar="SPEC", help="Job array, e.g. 0-15 or 0-99%10; each task "
+                                                    "sees SLURM_ARRAY_TASK_ID."),
+    click.Option(["--after"], multiple=True, metavar="JOBID[:STATE]",
+                 help="Start after that job: STATE ok (default), any, notok, start, corr."),
+    click.Option(["--signal"], default="USR2", show_default=True,
+                 help="Warning signal before the time limit (forwarded to the program)."),
+    click.Option(["--signal-seconds"], type=int, default=120, show_default=True,
+                 help="Seconds before the limit that the signal comes."),
+    click.Option(["--requeue/--no-requeue"], default=False, show_default=True,
+                 help="Requeue after the warning signal or a node failure."),
+    click.Option(["--nccl-debug"], is_flag=True, help="NCCL_DEBUG=INFO with INIT,NET,GRAPH."),
+    click.Option(["--chdir"], metavar="DIR", help="Working directory of the job."),
+    click.Option(["--python"], metavar="PATH",
+                 help="Interpreter the job uses (default: the one running hpcjobs)."),
+    click.Option(["--cluster", "cluster_file"], metavar="FILE", help="Cluster profile (TOML)."),
+    ]
+
+
+def _kind_option(opt) -> click.Option:
+    flag = f"--{opt.name}"
+    if opt.type is bool:
+        return click.Option([flag, opt.key], is_flag=True, default=bool(opt.default), help=opt.help)
+    typ = click.Choice(opt.choices) if opt.choices else (
+        click.Path(exists=True, dir_okay=True) if opt.type == "path" else opt.type)
+    return click.Option([flag, opt.key], type=typ, default=opt.default, multiple=opt.multiple,
+                        show_default=opt.default is not None, help=opt.help)
+
+
+def spec_from(kind, params: dict):
+    """A JobSpec from the command's parameters."""
+    from hpcjobs.errors import BadInput
+    from hpcjobs.spec import JobSpec
+
+    env = {}
+    for item in params.pop("env", ()) or ():
+        name, eq, value = item.partition("=")
+        if not eq:
+            raise BadInput("--env", f"{item!r} is not NAME=VALUE", "write --env NAME=VALUE")
+        env[name] = value
+    options = {o.key: params.pop(o.key) for o in kind.options if o.key in params}
+    for o in kind.options:
+        if o.multiple and o.key in options:
+            options[o.key] = list(options[o.key])
+    params.pop("cluster_file", None)
+    return JobSpec(
+        kind=kind.name, program=list(params.pop("program", ())), env=env,
+        env_pass=list(params.pop("env_pass", ()) or ()), after=list(params.pop("after", ()) or ()),
+        options=options, python=params.pop("python", None) or sys.executable,
+        **{k: v for k, v in params.items() if k in _SPEC_KEYS})
+
+
+_SPEC_KEYS = {"nodes", "ntasks_per_node", "gpus_per_node", "cpus_per_task", "time", "partition",
+              "job_name", "account", "qos", "output_dir", "array", "signal", "signal_seconds",
+              "requeue", "nccl_debug", "chdir"}
+
+
+class KindGroup(click.Group):
+    """``submit``/``render``/``plan`` take KIND as a subcommand, so each kind has its options."""
+
+    def __init__(self, *args, action, extra_params=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.action = action
+        self.extra_params = extra_params
+
+    def list_commands(self, ctx):
+        from hpcjobs import kinds
+
+        return kinds.names()
+
+    def get_command(self, ctx, name):
+        from hpcjobs import kinds
+        from hpcjobs.errors import HpcjobsError
+
+        if name not in kinds.names():
+            return None
+        try:
+            kind = kinds.get(name)
+        except HpcjobsError as err:
+            fail(err)
+        params = [*common_options(), *(_kind_option(o) for o in kind.options), *self.extra_params(),
+                  click.Argument(["program"], nargs=-1, type=click.UNPROCESSED)]
+        action = self.action
+
+        @guarded
+        def callback(**kw):
+            return action(click.get_current_context(), kind, kw)
+
+        return click.Command(
+            name, params=params, callback=callback, help=f"{kind.summary}\n\nPROG ARGS... follow "
+            f"`--`, e.g. hpcjobs {self.name} {name} --nodes 2 -- {kind.usage}",
+            short_help=kind.summary, context_settings={**CONTEXT, "allow_interspersed_args": False})
+
+    def resolve_command(self, ctx, args):
+        from hpcjobs import kinds
+
+        if args and not args[0].startswith("-") and args[0] not in kinds.names():
+            from hpcjobs.errors import BadInput
+
+            fail(BadInput("KIND", f"unknown job kind {args[0]!r}", f"use one of: {', '.join(kinds.names())}"))
+        return super().resolve_command(ctx, args)
+
+
+def _submit_params():
+    return [
+        click.Option(["--dry-run"], is_flag=True, help="Print the script; submit nothing."),
+        click.Option(["--wait", "wait_"], is_flag=True,
+                     help="Wait for the end; exit 0 only if the job COMPLETED."),
+        click.Option(["--follow"], is_flag=True, help="Stream the job's output until it ends."),
+        click.Option(["--json", "as_json"], is_flag=True, help="Print the submission as JSON."),
+    ]
+
+
+def _render_params():
+    return [click.Option(["--direct"], is_flag=True,
+                         help="Render the generic script shipped as job_templates/KIND.sbatch.")]
+
+
+def _plan_params():
+    return [click.Option(["--json", "as_json"], is_flag=True, help="Print the plan as JSON.")]
+
+
+def do_render(ctx, kind, kw):
+    from hpcjobs import api
+
+    direct = kw.pop("direct")
+    cluster = cluster_of(ctx, kw.get("cluster_file"))
+    spec = spec_from(kind, kw)
+    click.echo(api.render(spec, cluster, direct=direct).script, nl=False)
+
+
+def do_submit(ctx, kind, kw):
+    from hpcjobs import api
+
+    dry, wait_, follow, as_json = (kw.pop(k) for k in ("dry_run", "wait_", "follow", "as_json"))
+    cluster = cluster_of(ctx, kw.get("cluster_file"))
+    spec = spec_from(kind, kw)
+    sub = api.submit(spec, cluster, dry_run=dry)
+    if dry:
+        click.echo(sub.rendered.script, nl=False)
+        return
+    if as_json:
+        click.echo(json.dumps({"job_id": sub.job_id, "run_dir": str(sub.run.path)}))
+    else:
+        click.echo(f"Submitted batch job {sub.job_id} (record: {sub.run.path})")
+    if follow:
+        from hpcjobs.cli.watch import follow_job
+
+        sys.exit(follow_job(sub.job_id))
+    if wait_:
+        from hpcjobs.cli.watch import wait_one
+
+        sys.exit(wait_one(sub.job_id))
+
+
+def do_plan(ctx, kind, kw):
+    from hpcjobs import api
+
+    as_json = kw.pop("as_json")
+    cluster = cluster_of(ctx, kw.get("cluster_file"))
+    spec = spec_from(kind, kw)
+    p = api.plan(spec, cluster)
+    if p is None:
+        click.echo(f"kind {kind.name!r} has no plan checks beyond the common ones: fits")
+        return
+    click.echo(json.dumps(p.to_dict(), indent=2) if as_json else p.text())
+    sys.exit(0 if p.ok else 2)
+
+
+submit = KindGroup("submit", action=do_submit, extra_params=_submit_params,
+                   help="Render, check, record and submit a job: hpcjobs submit KIND [OPTIONS] -- PROG ARGS...",
+                   context_settings=CONTEXT)
+render_cmd = KindGroup("render", action=do_render, extra_params=_render_params,
+                       help="Print the sbatch script of a job to stdout.", context_settings=CONTEXT)
+plan_cmd = KindGroup("plan", action=do_plan, extra_params=_plan_params,
+                     help="Check that a job fits the cluster before it queues (exit 2 if not).",
+                     context_settings=CONTEXT)
