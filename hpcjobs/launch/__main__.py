@@ -124,27 +124,27 @@ def main(argv: list[str] | None = None, env: dict | None = None) -> int:
     from hpcjobs.launch.environment import build, dry_run, explain
 
     try:
-        plan = build(env, nccl_debug=opts["nccl_debug"], framework=opts["framework"])
+        task = build(env, nccl_debug=opts["nccl_debug"], framework=opts["framework"])
     except BadInput as e:
         err(f"hpcjobs.launch: {e}\n")
         return 2
-    if plan.step.rank == 0:
-        for w in plan.warnings:
+    if task.step.rank == 0:
+        for w in task.warnings:
             err(w + "\n")
     if opts["dry_run"]:
         # No port check here: a dry run changes nothing and binds nothing.
-        sys.stdout.write(explain(plan) if opts["explain"] else dry_run(plan))
+        sys.stdout.write(explain(task) if opts["explain"] else dry_run(task))
         return 0
     if opts["explain"]:
-        err(explain(plan))
-    if plan.check_port is not None:
-        why = port_taken(plan.check_port)
+        err(explain(task))
+    if task.check_port is not None:
+        why = port_taken(task.check_port)
         if why:
             err(f"hpcjobs.launch: MASTER_PORT: {why}; rank 0 cannot host the rendezvous there. "
                 "Set MASTER_PORT to a free port for this step (srun --export=ALL,MASTER_PORT=N ...)\n")
             return 2
     new_env = dict(env)
-    new_env.update(plan.additions())
+    new_env.update(task.additions())
     _ignore_warning_signal(env.get("HPCJOBS_SIGNAL"))
     sys.stdout.flush()
     sys.stderr.flush()

@@ -1,6 +1,6 @@
 """Compose the task's environment: ranks, rendezvous, fabric, GPU binding, framework hooks.
 
-Pure apart from reading sysfs and the cluster profile: ``build(env)`` returns a :class:`Plan`
+Pure apart from reading sysfs and the cluster profile: ``build(env)`` returns a :class:`TaskEnv`
 that lists each variable with its value and the reason, and never changes ``env``. A variable
 already set (by the user, the batch script or Slurm) is kept: the user wins.
 """
@@ -13,8 +13,11 @@ from hpcjobs.launch import fabric, frameworks, gpus, profile, slurmenv
 _TRUE = ("1", "true", "yes", "on")
 
 
-class Plan:
-    """What the launcher adds (``added``), what it found already set (``kept``), and why."""
+class TaskEnv:
+    """The environment one task gets: each variable the launcher adds (``added``) or found
+    already set (``kept``), with its reason, plus notes and rank 0's warnings.
+
+    (Named for what it is; hpcjobs.planner's ``Plan`` is the job-level fit check.)"""
 
     __slots__ = ("added", "check_port", "env", "kept", "notes", "profile", "step", "warnings")
 
@@ -48,90 +51,90 @@ class Plan:
         return {k: v for k, v, _ in self.added}
 
 
-def build(env: dict, *, nccl_debug: bool = False, framework: str | None = None) -> Plan:
-    """The plan for this task; BadInput names the variable that is missing or wrong."""
-    plan = Plan(env)
+def build(env: dict, *, nccl_debug: bool = False, framework: str | None = None) -> TaskEnv:
+    """The environment for this task; BadInput names the variable that is missing or wrong."""
+    task = TaskEnv(env)
     root = env.get("HPCJOBS_SYSFS_ROOT") or "/"
     hooks, hooks_why = frameworks.select(framework, env)  # bad --framework fails before anything
-    step = plan.step = slurmenv.read(env)
+    step = task.step = slurmenv.read(env)
     src = step.source
 
-    plan.add("RANK", str(step.rank), "SLURM_PROCID")
-    plan.add("LOCAL_RANK", str(step.local_rank), "SLURM_LOCALID")
-    plan.add("WORLD_SIZE", str(step.world_size), src["world"])
-    plan.add("LOCAL_WORLD_SIZE", str(step.local_world_size),
+    task.add("RANK", str(step.rank), "SLURM_PROCID")
+    task.add("LOCAL_RANK", str(step.local_rank), "SLURM_LOCALID")
+    task.add("WORLD_SIZE", str(step.world_size), src["world"])
+    task.add("LOCAL_WORLD_SIZE", str(step.local_world_size),
              f"{src['tasks']}={src['tasks_value']} at SLURM_NODEID={step.node_rank}")
-    plan.add("NODE_RANK", str(step.node_rank), "SLURM_NODEID")
+    task.add("NODE_RANK", str(step.node_rank), "SLURM_NODEID")
 
-    prof = plan.profile = profile.load(env)
+    prof = task.profile = profile.load(env)
     first = step.first_node
     addr = prof.address(first)
     order = f"first node {first} of {src['nodelist']}, in Slurm's order"
     if addr:
-        plan.add("MASTER_ADDR", addr, f"{order}; its fast-network address in {prof.label}")
+        task.add("MASTER_ADDR", addr, f"{order}; its fast-network address in {prof.label}")
     else:
-        plan.add("MASTER_ADDR", first, f"{order}; not in {prof.label}, so the host name as given")
+        task.add("MASTER_ADDR", first, f"{order}; not in {prof.label}, so the host name as given")
     # torch's TCPStore server runs in rank 0: MASTER_ADDR must be rank 0's node.
     if "MASTER_ADDR" not in env and step.rank == 0 and step.node_rank != 0:
         raise BadInput("SLURM_NODEID", f"rank 0 runs on node {step.node_rank} of the step, not on "
                        f"its first node {first}", "set MASTER_ADDR to rank 0's node "
                        "(the task distribution put rank 0 elsewhere)")
     port = slurmenv.master_port(step.job_id, step.step_id)
-    plan.add("MASTER_PORT", str(port),
+    task.add("MASTER_PORT", str(port),
              f"from SLURM_JOB_ID={step.job_id} and {src['step']}={step.step_id}: the "
              f"(job*16 + step mod 16)-th port of 1024-32767 without Slurm's 6817-6820, cyclically; "
              "rank 0 checks it is free")
     if step.rank == 0 and "MASTER_ADDR" not in env:
-        chosen = plan.value("MASTER_PORT") or ""
+        chosen = task.value("MASTER_PORT") or ""
         if not (chosen.isascii() and chosen.isdigit() and 0 < int(chosen) < 65536):
             raise BadInput("MASTER_PORT", f"is {chosen!r}, not a port number", "unset it or give 1-65535")
-        plan.check_port = int(chosen)
+        task.check_port = int(chosen)
 
     node_addr = prof.address(step.node_name)
     debug = nccl_debug or env.get("HPCJOBS_NCCL_DEBUG", "").lower() in _TRUE
     fab = fabric.detect(root, prof.device, prof.port, prof.interface, node_addr, debug)
-    plan.extend(fab.vars)
-    plan.notes += fab.notes
+    task.extend(fab.vars)
+    task.notes += fab.notes
     if fab.warning and step.nnodes > 1:
-        plan.warnings.append(fab.warning)
+        task.warnings.append(fab.warning)
     elif fab.warning:
         # One node: GPUs talk over NVLink/PCIe/shared memory; sockets only bootstrap.
-        plan.notes.append(fab.warning.removeprefix("hpcjobs.launch: ") + " (one node: no traffic "
+        task.notes.append(fab.warning.removeprefix("hpcjobs.launch: ") + " (one node: no traffic "
                           "crosses the network, so no warning)")
 
     gvars, gnotes = gpus.binding(env, root, step.local_rank, step.local_world_size, hooks)
-    plan.extend(gvars)
-    plan.notes += gnotes
+    task.extend(gvars)
+    task.notes += gnotes
 
     fvars, fnotes = frameworks.hooks(
-        hooks, master_addr=plan.value("MASTER_ADDR") or first,
-        master_port=plan.value("MASTER_PORT") or str(port), world_size=step.world_size,
+        hooks, master_addr=task.value("MASTER_ADDR") or first,
+        master_port=task.value("MASTER_PORT") or str(port), world_size=step.world_size,
         rank=step.rank, node_addr=node_addr, node_name=step.node_name,
-        cuda_visible=plan.value("CUDA_VISIBLE_DEVICES"))
-    plan.extend(fvars)
-    plan.notes.append(f"framework hooks: {', '.join(hooks)} ({hooks_why})")
-    plan.notes += fnotes
+        cuda_visible=task.value("CUDA_VISIBLE_DEVICES"))
+    task.extend(fvars)
+    task.notes.append(f"framework hooks: {', '.join(hooks)} ({hooks_why})")
+    task.notes += fnotes
     if "HPCJOBS_SIGNAL" in env:
-        plan.notes.append(f"HPCJOBS_SIGNAL={env['HPCJOBS_SIGNAL']} passed through: "
+        task.notes.append(f"HPCJOBS_SIGNAL={env['HPCJOBS_SIGNAL']} passed through: "
                           "hpcjobs.preempted() in the program listens for it")
-    return plan
+    return task
 
 
-def explain(plan: Plan) -> str:
+def explain(task: TaskEnv) -> str:
     """Every variable with its value and the reason, as shell comments around KEY=VALUE lines."""
-    step, prof = plan.step, plan.profile
+    step, prof = task.step, task.profile
     head = (f"# hpcjobs.launch: rank {step.rank} of {step.world_size} on {step.node_name} "
             f"(node {step.node_rank} of {step.nnodes}), job {step.job_id} step {step.step_id}; "
             f"cluster profile {prof.label}{' (cached)' if prof.cached else ''}")
     lines = [head]
-    width = max([len(f"{k}={v}") for k, v, _ in plan.added] + [0])
-    lines += [f"{k}={v}".ljust(width) + f"  # {why}" for k, v, why in plan.added]
-    for k, v, ours, why in plan.kept:
+    width = max([len(f"{k}={v}") for k, v, _ in task.added] + [0])
+    lines += [f"{k}={v}".ljust(width) + f"  # {why}" for k, v, why in task.added]
+    for k, v, ours, why in task.kept:
         lines.append(f"# kept {k}={v} (already set; the launcher would set {ours}: {why})")
-    lines += [f"# {n}" for n in plan.notes]
-    lines += [f"# warning (printed by rank 0): {w}" for w in plan.warnings]
+    lines += [f"# {n}" for n in task.notes]
+    lines += [f"# warning (printed by rank 0): {w}" for w in task.warnings]
     return "\n".join(lines) + "\n"
 
 
-def dry_run(plan: Plan) -> str:
-    return "".join(f"{k}={v}\n" for k, v in sorted(plan.additions().items()))
+def dry_run(task: TaskEnv) -> str:
+    return "".join(f"{k}={v}\n" for k, v in sorted(task.additions().items()))

@@ -52,6 +52,14 @@ def test_explain_gives_every_variable_a_reason(env, capsys):
     assert "# kept MASTER_PORT=29500" in out and "# framework hooks: torch (default)" in out
 
 
+def test_the_task_environment_is_a_taskenv_not_a_second_plan(env):
+    """One name per meaning: hpcjobs.planner has the job-level Plan; the launcher builds the
+    environment of one task (issue 10.6)."""
+    task = environment.build(env)
+    assert type(task).__name__ == "TaskEnv" and isinstance(task, environment.TaskEnv)
+    assert not hasattr(environment, "Plan")
+
+
 def test_exec_replaces_the_launcher(env):
     """No wrapper process: the program has the launcher's pid and the added variables."""
     env["HPCJOBS_SIGNAL"] = "USR2"
@@ -72,9 +80,9 @@ def test_gpu_binding_by_framework(env):
     assert environment.build(env).additions()["CUDA_VISIBLE_DEVICES"] == "0"
     for kind in ("train", "deepspeed", "megatron", "horovod", "vllm"):
         env["HPCJOBS_KIND"] = kind
-        plan = environment.build(env)
-        assert "CUDA_VISIBLE_DEVICES" not in plan.additions(), kind
-        assert any("cuda:0" in n and "visible" in n for n in plan.notes), plan.notes
+        task = environment.build(env)
+        assert "CUDA_VISIBLE_DEVICES" not in task.additions(), kind
+        assert any("cuda:0" in n and "visible" in n for n in task.notes), task.notes
     env["HPCJOBS_GPU_BIND"] = "narrow"
     assert environment.build(env).additions()["CUDA_VISIBLE_DEVICES"] == "0"
     env["HPCJOBS_KIND"], env["HPCJOBS_GPU_BIND"] = "mpi", "visible"

@@ -152,11 +152,11 @@ def test_build_on_pve2_with_native_ib(tmp_path):
            "HPCJOBS_SYSFS_ROOT": str(SYSFS / "ib-active"), "HPCJOBS_SANDBOX_STATE": str(tmp_path),
            "XDG_CONFIG_HOME": str(tmp_path), "XDG_CACHE_HOME": str(tmp_path / "cache"),
            "HPCJOBS_KIND": "vllm"}
-    plan = environment.build(env)
-    a = plan.additions()
-    assert plan.profile.chosen_by == "built-in"
+    task = environment.build(env)
+    a = task.additions()
+    assert task.profile.chosen_by == "built-in"
     assert a["MASTER_ADDR"] == "10.100.0.1"  # pve1's IPoIB address: rendezvous over ib0
     assert a["VLLM_HOST_IP"] == "10.100.0.2"
     assert (a["NCCL_IB_HCA"], a["NCCL_SOCKET_IFNAME"]) == ("=mlx5_0:1", "=ib0")
     assert "CUDA_VISIBLE_DEVICES" not in a  # vLLM's one task per node needs all the node's GPUs
-    assert not plan.warnings
+    assert not task.warnings

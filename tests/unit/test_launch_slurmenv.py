@@ -246,12 +246,12 @@ def test_ports_distinct_for_job_ids_equal_mod_10000(job):
 def test_user_set_variables_are_kept(base):
     env = dict(read_env("sandbox-srun-N3-tpn2-rank0.env"), MASTER_PORT="29500",
                MASTER_ADDR="head", NCCL_SOCKET_IFNAME="=ib1", NCCL_DEBUG="TRACE", RANK="7")
-    plan = environment.build(dict(base, **env))
-    a = plan.additions()
+    task = environment.build(dict(base, **env))
+    a = task.additions()
     for key in ("MASTER_PORT", "MASTER_ADDR", "NCCL_SOCKET_IFNAME", "NCCL_DEBUG", "RANK"):
         assert key not in a
-        assert any(k == key for k, *_ in plan.kept)
-    assert plan.value("MASTER_PORT") == "29500" and plan.check_port is None  # not our master
+        assert any(k == key for k, *_ in task.kept)
+    assert task.value("MASTER_PORT") == "29500" and task.check_port is None  # not our master
 
 
 REQUIRED = ["SLURM_JOB_ID", "SLURM_STEP_ID", "SLURM_PROCID", "SLURM_LOCALID", "SLURM_NODEID",
