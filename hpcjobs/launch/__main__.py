@@ -18,9 +18,9 @@ USAGE = ("usage: python -m hpcjobs.launch [--dry-run] [--explain] [--nccl-debug]
 HELP = USAGE + """
 
 Run as a task of a Slurm job step (srun ... python -m hpcjobs.launch -- PROG ARGS): sets RANK,
-LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, NODE_RANK, MASTER_ADDR, MASTER_PORT from SLURM_*, the
-NCCL/UCX/Open MPI fabric variables from the node's sysfs and GPU binding, then execs PROG.
-Variables already set are kept.
+LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, NODE_RANK, MASTER_ADDR, MASTER_PORT from SLURM_*,
+OMP_NUM_THREADS from the task's CPUs, the NCCL/UCX/Open MPI fabric variables from the node's
+sysfs and GPU binding, then execs PROG. Variables already set are kept.
 
   --dry-run        print the variables it would add (sorted KEY=VALUE) and exit
   --explain        print each variable, its value and the reason (stderr; stdout with --dry-run)

@@ -8,7 +8,7 @@ already set (by the user, the batch script or Slurm) is kept: the user wins.
 from __future__ import annotations
 
 from hpcjobs.errors import BadInput
-from hpcjobs.launch import fabric, frameworks, gpus, profile, slurmenv
+from hpcjobs.launch import fabric, frameworks, gpus, profile, slurmenv, threads
 
 _TRUE = ("1", "true", "yes", "on")
 
@@ -65,6 +65,8 @@ def build(env: dict, *, nccl_debug: bool = False, framework: str | None = None) 
     task.add("LOCAL_WORLD_SIZE", str(step.local_world_size),
              f"{src['tasks']}={src['tasks_value']} at SLURM_NODEID={step.node_rank}")
     task.add("NODE_RANK", str(step.node_rank), "SLURM_NODEID")
+    task.add("OMP_NUM_THREADS", *threads.omp_threads(env, step.local_world_size, threads.usable_cpus(),
+                                                     src["tasks"]))
 
     prof = task.profile = profile.load(env)
     first = step.first_node
