@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# The quick start on a fresh Debian root, timed (docs/benchmarks.md, "Quick start"):
+#
+#   benchmarks/quickstart_fresh.sh [INSTALL-OPTIONS...]     e.g. --all for scripts/test's install
+#
+# A copy of a pristine `debootstrap --variant=minbase` root (made once in $QS_BASE, default
+# /srv/qs/base-$QS_SUITE; Debian 12 "bookworm" by default, QS_SUITE=trixie for 13) gets the
+# committed tree of this repository (git archive HEAD) in /src/hpcjobs, then:
+#   1. `scripts/install [INSTALL-OPTIONS]` in a chroot with the host's network: apt-get update and
+#      install from deb.debian.org, pip from the index with no cache (PIP_NO_CACHE_DIR=1), into an
+#      empty apt and pip cache. No /etc/pip.conf of the host (its local wheel mirror) is used.
+#   2. `scripts/quickstart` in fresh pid, network, mount, UTS and IPC namespaces without network:
+#      its install is then only the check, and its sandbox (bridge, namespaces, munged) cannot
+#      meet a sandbox of the host. It prints the job's output.
+# The quick start in one piece would need the network and a free 10.200.0.0/24 at once; the two
+# parts add up to it (part 2 counts the install's check once more). Needs root, debootstrap
+# and the network; uses ~1 GB under /srv/qs; leaves the copy for inspection ($QS_ROOT,
+# removed at the next run).
+# The inner scripts are single-quoted on purpose: they expand inside the namespaces.
+# shellcheck disable=SC2016
+set -euo pipefail
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+SUITE=${QS_SUITE:-bookworm}
+BASE=${QS_BASE:-/srv/qs/base-$SUITE}
+ROOT=${QS_ROOT:-/srv/qs/run-$SUITE}
+MIRROR=${QS_MIRROR:-http://deb.debian.org/debian}
+[ "$(id -u)" = 0 ] || { echo "quickstart_fresh: needs root" >&2; exit 2; }
+case "$ROOT" in /|"") echo "quickstart_fresh: QS_ROOT must be a directory of its own" >&2; exit 2 ;; esac
+
+if [ ! -x "$BASE/usr/bin/apt-get" ]; then
+    echo "quickstart_fresh: debootstrap $SUITE into $BASE (once, not timed)"
+    mkdir -p "$(dirname "$BASE")"
+    debootstrap --variant=minbase "$SUITE" "$BASE" "$MIRROR" >/dev/null
+    # What a Debian installer writes (debootstrap writes none): localhost and the host name.
+    printf '127.0.0.1\tlocalhost\n127.0.1.1\tqs-fresh\n::1\tlocalhost ip6-localhost ip6-loopback\n' > "$BASE/etc/hosts"
+    rm -rf "$BASE/var/lib/apt/lists/"* "$BASE/var/cache/apt/"*.bin
+fi
+rm -rf "$ROOT"
+cp -a "$BASE" "$ROOT"
+mkdir -p "$ROOT/src/hpcjobs"
+git -C "$REPO" archive HEAD | tar -x -C "$ROOT/src/hpcjobs"
+cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
+# The host's CA bundle: where the index is reached through an inspecting proxy, its CA is there.
+cp /etc/ssl/certs/ca-certificates.crt "$ROOT/etc/ssl/host-ca.crt" 2>/dev/null || true
+ENV=(/usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
+     LANG=C.UTF-8 PIP_NO_CACHE_DIR=1 PIP_CERT=/etc/ssl/host-ca.crt)
+echo "quickstart_fresh: $(cat "$ROOT/etc/debian_version") root at $ROOT, tree $(git -C "$REPO" rev-parse --short HEAD);" \
+     "$(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg)"
+
+# 1. the install, online (a private mount namespace for /proc, /dev, /sys of the chroot).
+t0=$(date +%s.%N)
+unshare --mount --propagation private --fork sh -c '
+    R=$1; shift
+    mount -t proc proc "$R/proc" && mount --rbind /dev "$R/dev" && mount -t sysfs sys "$R/sys"
+    exec chroot "$R" "$@"' sh "$ROOT" "${ENV[@]}" bash -c "cd /src/hpcjobs && scripts/install $*" \
+    2>&1 | tee "$ROOT/install.log"
+t1=$(date +%s.%N)
+
+# 2. the quick start, isolated (as scripts/trixie-check runs its tests).
+unshare --net --mount --pid --uts --ipc --fork --propagation private bash -c '
+    set -e
+    R=$1; shift
+    mount --bind "$R" "$R"                   # `ip -n NS` makes / rslave: it must be a mount
+    mount -t proc proc "$R/proc"
+    mount -t sysfs sys "$R/sys"
+    mount --rbind /sys/fs/cgroup "$R/sys/fs/cgroup"   # slurmd 22.05 loads its cgroup plugin
+    mount --rbind /dev "$R/dev"
+    mount -t tmpfs -o mode=1777 shm "$R/dev/shm"
+    mount -t tmpfs -o mode=0755 run "$R/run"
+    mount -t tmpfs -o mode=1777 tmp "$R/tmp"
+    hostname qs-fresh
+    ip link set lo up
+    exec chroot "$R" "$@"' sh "$ROOT" "${ENV[@]}" bash -c "cd /src/hpcjobs && scripts/quickstart" \
+    2>&1 | tee "$ROOT/quickstart.log"
+t2=$(date +%s.%N)
+python3 - "$t0" "$t1" "$t2" <<'EOF'
+import sys
+t0, t1, t2 = map(float, sys.argv[1:])
+print(f"quickstart_fresh: install (online) {t1 - t0:.1f} s + quickstart (isolated: install check, "
+      f"sandbox up, job, output) {t2 - t1:.1f} s = {t2 - t0:.1f} s")
+EOF
