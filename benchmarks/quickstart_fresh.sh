@@ -41,6 +41,7 @@ mkdir -p "$ROOT/src/hpcjobs"
 git -C "$REPO" archive HEAD | tar -x -C "$ROOT/src/hpcjobs"
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
 # The host's CA bundle: where the index is reached through an inspecting proxy, its CA is there.
+mkdir -p "$ROOT/etc/ssl"
 cp /etc/ssl/certs/ca-certificates.crt "$ROOT/etc/ssl/host-ca.crt" 2>/dev/null || true
 ENV=(/usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
      LANG=C.UTF-8 PIP_NO_CACHE_DIR=1 PIP_CERT=/etc/ssl/host-ca.crt)
