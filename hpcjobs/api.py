@@ -4,32 +4,32 @@
     sub = submit(JobSpec(kind="mpi", nodes=3, program=["python3", "examples/mpi_allreduce.py"]))
     final = wait(sub.job_id)
 
-Data flows one way: profile + spec -> prepare (validate, kind checks, plan) -> render ->
-record -> Slurm. Errors are :mod:`hpcjobs.errors` classes carrying the CLI's exit codes.
+Data flows one way: profile + spec -> prepare (validate, kind checks, plan, once: a
+:class:`Prepared`) -> render -> record -> Slurm. Errors are :mod:`hpcjobs.errors` classes carrying the CLI's exit codes.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from collections.abc import Callable
 
-from hpcjobs import kinds, runs, slurm
+from hpcjobs import prepared, runs, slurm
 from hpcjobs.cluster import Cluster, load_cluster
 from hpcjobs.errors import BadInput, JobFailed
-from hpcjobs.render import Rendered, materialize
+from hpcjobs.prepared import Prepared
+from hpcjobs.rendering import Rendered, materialize
 from hpcjobs.runs import Run
 from hpcjobs.slurm import JobStatus
-from hpcjobs.spec import JobSpec, validate
+from hpcjobs.spec import JobSpec
 
 __all__ = [
     "Cluster",
     "JobSpec",
     "JobStatus",
+    "Prepared",
     "Run",
     "Submission",
     "cancel",
@@ -44,8 +44,6 @@ __all__ = [
     "wait",
 ]
 
-_PYTHONS = ("python", "python3")
-
 
 @dataclass
 class Submission:
@@ -54,86 +52,51 @@ class Submission:
     rendered: Rendered
 
 
-def _check_program(spec: JobSpec, kind) -> None:
-    if not spec.program:
-        if kind.needs_program:
-            raise BadInput("PROG", "no program given",
-                           f"put it after --, e.g. hpcjobs submit {kind.name} -- python3 prog.py")
-        return
-    base = spec.chdir or os.getcwd()
-    first = spec.program[0]
-    candidates = [first]
-    name = os.path.basename(first)
-    if name.startswith(_PYTHONS) and len(spec.program) > 1 and not spec.program[1].startswith("-"):
-        candidates = [spec.program[1]]
-    for c in candidates:
-        if c.startswith("-"):
-            continue  # arguments, not a program (vllm serve / pretrain_gpt.py --megatron-path)
-        if "/" in c or c.endswith(".py"):
-            p = Path(base, os.path.expanduser(c))
-            if not p.exists():
-                raise BadInput("PROG", f"{c} does not exist (looked in {base})", "check the path")
-            if p.is_dir():
-                raise BadInput("PROG", f"{c} is a directory, not a program", "give the program file")
-            if not os.access(p, os.R_OK):
-                raise BadInput("PROG", f"{c} is not readable", f"chmod u+r {c}")
-        elif c == first and not shutil.which(c):
-            # Not fatal on a real cluster (the program may exist only on compute nodes),
-            # but almost always a typo here: say so on stderr.
-            print(f"hpcjobs: warning: {c!r} is not on this host's PATH", file=sys.stderr)
+def prepare(spec: JobSpec, cluster: Cluster | None = None) -> Prepared:
+    """Validate a spec against the cluster and its kind, plan it once; refuse what cannot run.
 
-
-def prepare(spec: JobSpec, cluster: Cluster | None = None) -> JobSpec:
-    """Validate a spec against the cluster and its kind; refuse what cannot run."""
-    cluster = cluster or load_cluster()
-    kind = kinds.get(spec.kind)
-    unknown = set(spec.options) - set(kind.defaults())
-    if unknown:
-        raise BadInput(f"--{sorted(unknown)[0].replace('_', '-')}", f"not an option of kind {kind.name!r}",
-                       f"see hpcjobs submit {kind.name} --help")
-    s = validate(spec, cluster)
-    s.options = {**kind.defaults(), **s.options}
-    _check_program(s, kind)
-    kind.check(s, cluster)
-    p = kind.plan(s, cluster)
-    if p is not None and not p.ok:
-        raise BadInput(p.field or "plan", p.reason, p.suggestion)
-    return s
+    The result is what :func:`render` and :func:`submit` take: nothing is checked, defaulted or
+    planned again after this.
+    """
+    return prepared.prepare(spec, cluster or load_cluster())
 
 
 def plan(spec: JobSpec, cluster: Cluster | None = None):
     """The kind's plan (numbers and verdict) without refusing; None for kinds without one."""
     cluster = cluster or load_cluster()
-    kind = kinds.get(spec.kind)
-    s = validate(spec, cluster)
-    s.options = {**kind.defaults(), **s.options}
+    s, kind = prepared.complete(spec, cluster)
     return kind.plan(s, cluster)
 
 
-def render(spec: JobSpec, cluster: Cluster | None = None, *, direct: bool = False) -> Rendered:
-    cluster = cluster or load_cluster()
-    return materialize(prepare(spec, cluster) if not direct else _direct_spec(spec, cluster),
-                       cluster, direct=direct)
+def render(job: JobSpec | Prepared, cluster: Cluster | None = None, *, direct: bool = False) -> Rendered:
+    """The script (and side files) of a job; ``direct``: the generic job_templates/<kind>.sbatch."""
+    cluster = cluster or (job.cluster if isinstance(job, Prepared) else load_cluster())
+    if direct:
+        spec = job.spec if isinstance(job, Prepared) else job
+        job = prepared.prepare_direct(spec.kind, cluster, nodes=spec.nodes, time=spec.time,
+                                      partition=spec.partition, options=spec.options)
+    elif not isinstance(job, Prepared):
+        job = prepare(job, cluster)
+    return materialize(job)
 
 
-def _direct_spec(spec: JobSpec, cluster: Cluster) -> JobSpec:
-    s = validate(JobSpec(kind=spec.kind, nodes=spec.nodes, time=spec.time,
-                         partition=spec.partition, options=spec.options), cluster)
-    s.options = {**kinds.get(spec.kind).defaults(), **s.options}
-    return s
+def submit(job: JobSpec | Prepared, cluster: Cluster | None = None, *, dry_run: bool = False) -> Submission:
+    """Render, record and submit a job (a spec, or what :func:`prepare` returned).
 
-
-def submit(spec: JobSpec, cluster: Cluster | None = None, *, dry_run: bool = False) -> Submission:
-    """Validate, render, record and submit. Nothing is written unless sbatch accepts the job."""
-    cluster = cluster or load_cluster()
-    s = prepare(spec, cluster)
-    run_path = runs.new_run_path(s.kind)
-    if s.output_dir is None:
-        s.output_dir = str(run_path)
-    rendered = materialize(s, cluster, run_dir=str(run_path))
+    Nothing is written unless sbatch accepts the job.
+    """
+    if not isinstance(job, Prepared):
+        job = prepare(job, cluster)
+    cluster = job.cluster
+    run_path = runs.new_run_path(job.kind.name)
+    given_output_dir = job.spec.output_dir
+    if given_output_dir is None:
+        job = replace(job, spec=replace(job.spec, output_dir=str(run_path)))
+    s = job.spec
+    rendered = materialize(job, run_dir=str(run_path))
     if dry_run:
         return Submission(None, None, rendered)
-    if spec.output_dir is not None and not os.path.isdir(s.output_dir):
+    if given_output_dir is not None and not os.path.isdir(s.output_dir):
         # Slurm does not create it: the job would run and its output would be lost.
         raise BadInput("--output-dir", f"{s.output_dir} is not a directory",
                        "create it first (mkdir -p) or leave --output-dir out")

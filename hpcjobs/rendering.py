@@ -1,6 +1,7 @@
 """Render a validated spec into the exact sbatch script Slurm will get.
 
-``materialize`` is pure (no Slurm, no disk writes), so ``render``, ``submit --dry-run`` and the
+``materialize`` is pure (no Slurm, no disk writes) and renders a :class:`Prepared` job as it is
+(api.prepare checked, defaulted and planned it once), so ``render``, ``submit --dry-run`` and the
 tests all see byte for byte what ``sbatch`` receives.
 
 Quoting is the default, not a habit: the environment's ``finalize`` shell-quotes every string
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from hpcjobs import __version__
 from hpcjobs.cluster import Cluster
 from hpcjobs.errors import BadInput
+from hpcjobs.prepared import Prepared
 from hpcjobs.spec import JobSpec, dependency
 
 _env = None
@@ -105,40 +107,36 @@ def _templates_dir() -> str:
 class Rendered:
     script: str
     files: dict[str, str] = field(default_factory=dict)  # written beside the script
-    spec: JobSpec | None = None
+    job: Prepared | None = None  # what was rendered
 
 
-def materialize(spec: JobSpec, cluster: Cluster, *, direct: bool = False,
-                run_dir: str | None = None) -> Rendered:
-    """Turn a *validated* spec into the script (and side files) for Slurm.
+def materialize(job: Prepared, *, run_dir: str | None = None) -> Rendered:
+    """Turn a prepared job into the script (and side files) for Slurm.
 
-    ``direct`` renders the generic script shipped as job_templates/<kind>.sbatch: the program
-    comes from sbatch's command line and nothing run-specific is baked in. ``run_dir`` is where
-    the record (and the kind's side files) will live.
+    ``job.direct`` renders the generic script shipped as job_templates/<kind>.sbatch: the
+    program comes from sbatch's command line and nothing run-specific is baked in. ``run_dir`` is
+    where the record (and the kind's side files) will live.
     """
-    from hpcjobs import kinds
-
-    kind = kinds.get(spec.kind)
-    opts = {**kind.defaults(), **spec.options}
+    kind, spec, cluster = job.kind, job.spec, job.cluster
     tasks = kind.tasks_per_node(spec)
     ctx = {
         "version": __version__,
         "kind": kind,
         "spec": spec,
-        "opts": opts,
+        "opts": spec.options,
         "cluster": cluster,
-        "direct": direct,
+        "direct": job.direct,
         "run_dir": run_dir,
         "tasks_per_node": tasks,
         "ntasks": tasks * spec.nodes,
         "job_name": spec.job_name or f"hpcjobs-{kind.name}",
         "dependency": dependency(spec),
         "gres_type": _gres_type(cluster, spec),
-        **kind.context(spec, cluster),
+        **kind.context(job),
     }
     script = environment().get_template(kind.template).render(ctx)
-    files = {} if direct else kind.files(spec, cluster)
-    return Rendered(script=script, files=files, spec=spec)
+    files = {} if job.direct else kind.files(job)
+    return Rendered(script=script, files=files, job=job)
 
 
 def _gres_type(cluster: Cluster, spec: JobSpec) -> str:
@@ -151,13 +149,9 @@ def _gres_type(cluster: Cluster, spec: JobSpec) -> str:
 def direct_script(kind: str, cluster: Cluster | None = None) -> str:
     """The script shipped as job_templates/<kind>.sbatch: built-in profile, program from "$@"."""
     from hpcjobs import cluster as cluster_mod
-    from hpcjobs import kinds
-    from hpcjobs.spec import validate
+    from hpcjobs.prepared import prepare_direct
 
-    c = cluster or cluster_mod.builtin()
-    spec = validate(JobSpec(kind=kind), c)
-    spec.options = kinds.get(kind).defaults()
-    return materialize(spec, c, direct=True).script
+    return materialize(prepare_direct(kind, cluster or cluster_mod.builtin())).script
 
 
 def write_direct_templates(directory: str | None = None) -> list[str]:
@@ -176,6 +170,6 @@ def write_direct_templates(directory: str | None = None) -> list[str]:
     return written
 
 
-if __name__ == "__main__":  # python -m hpcjobs.render: regenerate the direct-use scripts
+if __name__ == "__main__":  # python -m hpcjobs.rendering: regenerate the direct-use scripts
     for p in write_direct_templates():
         print(p)

@@ -19,3 +19,14 @@ def isolated(tmp_path, monkeypatch):
 
     monkeypatch.setattr(c, "SANDBOX_PROFILE", tmp_path / "no-sandbox" / "cluster.toml")
     return tmp_path
+
+
+def unchecked(spec, cluster=None):
+    """A Prepared job: validated and defaulted, without the kind's checks or plan (for tests
+    that render odd or hostile values on purpose)."""
+    from hpcjobs.cluster import builtin
+    from hpcjobs.prepared import Prepared, complete
+
+    cluster = cluster or builtin()
+    s, kind = complete(spec, cluster)
+    return Prepared(s, kind, cluster)

@@ -12,6 +12,7 @@ from hpcjobs.bench.report import parse_size
 from hpcjobs.cluster import Cluster
 from hpcjobs.errors import BadInput
 from hpcjobs.kinds.base import Kind, Option
+from hpcjobs.prepared import Prepared
 from hpcjobs.spec import JobSpec
 
 
@@ -54,8 +55,8 @@ class BenchAllreduceKind(Kind):
             if o.get(key) is not None and o[key] < (1 if key == "iters" else 0):
                 raise BadInput(f"--{key}", f"must be at least {1 if key == 'iters' else 0}")
 
-    def context(self, spec: JobSpec, cluster: Cluster) -> dict:
-        o = {**self.defaults(), **spec.options}
+    def context(self, job: Prepared) -> dict:
+        o, cluster = job.options, job.cluster
         args = [f"--min-size={o['min_size']}", f"--step-factor={o['step_factor']}",
                 f"--dtype={o['dtype']}", f"--backend={o['backend']}"]
         args += [f"--{k.replace('_', '-')}={o[k]}" for k in ("max_size", "iters", "warmup")

@@ -13,6 +13,7 @@ from hpcjobs.errors import BadInput
 from hpcjobs.kinds.base import Kind, Option
 from hpcjobs.kinds.bench_allreduce import check_no_program, link_args
 from hpcjobs.kinds.mpi import MpiKind
+from hpcjobs.prepared import Prepared
 from hpcjobs.spec import JobSpec
 
 
@@ -46,8 +47,8 @@ class BenchMpiKind(Kind):
             if spec.options.get(key) is not None and spec.options[key] < 1:
                 raise BadInput(f"--{key}", "must be at least 1")
 
-    def context(self, spec: JobSpec, cluster: Cluster) -> dict:
-        o = {**self.defaults(), **spec.options}
+    def context(self, job: Prepared) -> dict:
+        o, cluster = job.options, job.cluster
         args = [f"--max-size={o['max_size']}", f"--iters={o['iters']}", f"--window={o['window']}"]
         return {"bench_args": args + link_args(cluster)}
 

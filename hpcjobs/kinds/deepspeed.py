@@ -9,8 +9,8 @@ The ZeRO-3 config is written next to the script in the run directory (``ds_confi
 its path reaches the program as ``$HPCJOBS_DS_CONFIG`` (and, with ``--config-arg``, as an
 argument). ``--ds-config FILE`` uses the user's file instead (copied into the record). Without a
 run directory (``sbatch job_templates/deepspeed.sbatch``, or a script printed by ``hpcjobs
-render``) the job writes the config itself at run time with ``python -m hpcjobs.kinds.deepspeed
---write-config PATH``.
+render``) the job writes the config itself at run time with ``python -m hpcjobs.runners.deepspeed
+--write-config PATH``, whose defaults are this kind's (both read :data:`DEFAULTS`).
 
 Precision follows the GPU of the cluster profile: bf16 from compute capability 8.0 (Ampere),
 fp16 with dynamic loss scaling below it (the V100S has no bf16), fp32 on CPU-only partitions.
@@ -18,91 +18,23 @@ fp16 with dynamic loss scaling below it (the V100S has no bf16), fp32 on CPU-onl
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
-import sys
 
 from hpcjobs.cluster import Cluster
 from hpcjobs.errors import BadInput
 from hpcjobs.kinds.base import Kind, Option
+from hpcjobs.prepared import Prepared
+from hpcjobs.runners.deepspeed import (ADAMS, CONFIG_NAME, DEFAULTS, OFFLOAD_DEVICES, PRECISIONS,
+                                       build_config)
 from hpcjobs.spec import JobSpec
 
-from hpcjobs import plan as _plan  # the ZeRO-3 memory plan (with --model)
+import hpcjobs.planner as _plan  # the ZeRO-3 memory plan (with --model)
 
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-OFFLOAD_DEVICES = ("none", "cpu", "nvme")
-ADAMS = ("torch", "deepspeed")
-CONFIG_NAME = "ds_config.json"
 
 # Options that shape the generated config; with --ds-config they would be silently ignored.
 _GENERATOR_OPTIONS = ("precision", "offload_optimizer", "offload_param", "nvme_path", "pin_memory",
                       "micro_batch", "grad_accum", "adam")
-
-
-def build_config(*, precision: str = "fp32", offload_optimizer: str = "none",
-                 offload_param: str = "none", nvme_path: str | None = None, pin_memory: bool = True,
-                 micro_batch: int = 1, grad_accum: int = 1, adam: str = "torch",
-                 lr: float = 1e-3) -> dict:
-    """A ZeRO stage-3 DeepSpeed config (a plain dict, JSON-ready).
-
-    ``precision`` must already be resolved (bf16, fp16 or fp32). ``adam="torch"`` sets
-    ``torch_adam: true``: DeepSpeed then uses torch.optim.AdamW instead of its JIT-compiled
-    FusedAdam/CPUAdam, so nothing is compiled at start-up (slower optimizer step with CPU
-    offload; ``adam="deepspeed"`` compiles once into TORCH_EXTENSIONS_DIR).
-    """
-    if precision not in ("bf16", "fp16", "fp32"):
-        raise ValueError(f"precision must be resolved to bf16, fp16 or fp32, not {precision!r}")
-    zero: dict = {
-        "stage": 3,
-        "overlap_comm": True,
-        "contiguous_gradients": True,
-        "reduce_bucket_size": 50_000_000,
-        "stage3_prefetch_bucket_size": 50_000_000,
-        # Parameters smaller than this stay whole on every rank (saves tiny all-gathers).
-        "stage3_param_persistence_threshold": 100_000,
-        "stage3_max_live_parameters": 1_000_000_000,
-        "stage3_max_reuse_distance": 1_000_000_000,
-        "stage3_gather_16bit_weights_on_model_save": True,
-    }
-    for key, device in (("offload_optimizer", offload_optimizer), ("offload_param", offload_param)):
-        if device == "none":
-            continue
-        entry: dict = {"device": device, "pin_memory": bool(pin_memory)}
-        if device == "nvme":
-            if not nvme_path:
-                raise ValueError(f"{key} to nvme needs nvme_path")
-            entry["nvme_path"] = nvme_path
-        zero[key] = entry
-    params: dict = {"lr": lr, "betas": [0.9, 0.999], "eps": 1e-8, "weight_decay": 0.0}
-    if adam == "torch":
-        params["torch_adam"] = True
-    config: dict = {
-        "train_micro_batch_size_per_gpu": int(micro_batch),
-        "gradient_accumulation_steps": int(grad_accum),
-        "gradient_clipping": 1.0,
-        "steps_per_print": 1_000_000,  # the program prints its own progress
-        "wall_clock_breakdown": False,
-        "optimizer": {"type": "AdamW", "params": params},
-        "zero_optimization": zero,
-    }
-    if precision == "bf16":
-        config["bf16"] = {"enabled": True}
-    elif precision == "fp16":
-        # loss_scale 0 = dynamic loss scaling: needed for fp16 training to survive overflows.
-        config["fp16"] = {"enabled": True, "loss_scale": 0, "initial_scale_power": 16,
-                          "loss_scale_window": 1000, "hysteresis": 2, "min_loss_scale": 1}
-    return config
-
-
-def pinned_offload(config: dict) -> bool:
-    """Does the config ask for page-locked offload buffers (which count against ``ulimit -l``)?"""
-    zero = config.get("zero_optimization") or {}
-    for key in ("offload_optimizer", "offload_param"):
-        entry = zero.get(key) or {}
-        if entry.get("device", "none") not in ("none", None) and entry.get("pin_memory", False):
-            return True
-    return False
 
 
 def _gpus(cluster: Cluster, spec: JobSpec):
@@ -156,20 +88,20 @@ class DeepSpeedKind(Kind):
     options = (
         Option("ds-config", "path", None, "Your own DeepSpeed JSON config (used as is, copied into "
                "the run record) instead of the generated ZeRO-3 one."),
-        Option("precision", str, "auto", "auto: bf16 on GPUs with compute capability >= 8.0, fp16 "
+        Option("precision", str, DEFAULTS["precision"], "auto: bf16 on GPUs with compute capability >= 8.0, fp16 "
                "with dynamic loss scaling below (V100), fp32 on CPU-only nodes.", choices=PRECISIONS),
         Option("bf16", bool, False, "Insist on bf16 (refused on GPUs without it, e.g. V100S)."),
-        Option("offload-optimizer", str, "none", "ZeRO-Offload of optimizer states.",
+        Option("offload-optimizer", str, DEFAULTS["offload_optimizer"], "ZeRO-Offload of optimizer states.",
                choices=OFFLOAD_DEVICES),
-        Option("offload-param", str, "none", "ZeRO-Infinity offload of parameters.",
+        Option("offload-param", str, DEFAULTS["offload_param"], "ZeRO-Infinity offload of parameters.",
                choices=OFFLOAD_DEVICES),
-        Option("nvme-path", str, None, "Node-local NVMe directory for nvme offload (absolute path, "
+        Option("nvme-path", str, DEFAULTS["nvme_path"], "Node-local NVMe directory for nvme offload (absolute path, "
                "must exist on every node)."),
-        Option("pin-memory", str, "yes", "Page-locked offload buffers (faster; count against "
+        Option("pin-memory", str, DEFAULTS["pin_memory"], "Page-locked offload buffers (faster; count against "
                "ulimit -l).", choices=("yes", "no")),
-        Option("micro-batch", int, 1, "train_micro_batch_size_per_gpu."),
-        Option("grad-accum", int, 1, "gradient_accumulation_steps."),
-        Option("adam", str, "torch", "torch: torch.optim.AdamW, nothing to compile; deepspeed: "
+        Option("micro-batch", int, DEFAULTS["micro_batch"], "train_micro_batch_size_per_gpu."),
+        Option("grad-accum", int, DEFAULTS["grad_accum"], "gradient_accumulation_steps."),
+        Option("adam", str, DEFAULTS["adam"], "torch: torch.optim.AdamW, nothing to compile; deepspeed: "
                "DeepSpeed's FusedAdam/CPUAdam (JIT-compiled once into TORCH_EXTENSIONS_DIR; "
                "much faster with CPU offload).", choices=ADAMS),
         Option("config-arg", str, None, "Also pass the config path to the program after this "
@@ -180,9 +112,9 @@ class DeepSpeedKind(Kind):
     )
 
     def check(self, spec: JobSpec, cluster: Cluster) -> None:
-        o = {**self.defaults(), **spec.options}
+        o = spec.options
         if o["ds_config"]:
-            given = [k for k in _GENERATOR_OPTIONS if o[k] != self.defaults()[k]]
+            given = [k for k in _GENERATOR_OPTIONS if o[k] != DEFAULTS[k]]
             if given:
                 flag = "--" + given[0].replace("_", "-")
                 raise BadInput(flag, "has no effect with --ds-config (your file is used as is)",
@@ -218,8 +150,8 @@ class DeepSpeedKind(Kind):
                            "give the program's option, e.g. --config-arg=--deepspeed_config")
 
     def plan(self, spec: JobSpec, cluster: Cluster):
-        """ZeRO-3 memory per GPU (hpcjobs.plan) when ``--model`` names the model's shape."""
-        o = {**self.defaults(), **spec.options}
+        """ZeRO-3 memory per GPU (hpcjobs.planner) when ``--model`` names the model's shape."""
+        o = spec.options
         if not o.get("model") or o["ds_config"]:
             return None
         s = self.settings(spec, cluster)
@@ -237,16 +169,16 @@ class DeepSpeedKind(Kind):
 
     def settings(self, spec: JobSpec, cluster: Cluster) -> dict:
         """The generator's keyword arguments for this spec (precision resolved)."""
-        o = {**self.defaults(), **spec.options}
+        o = spec.options
         precision = "bf16" if o["bf16"] else resolve_precision(o["precision"], cluster, spec)
         return {"precision": precision, "offload_optimizer": o["offload_optimizer"],
                 "offload_param": o["offload_param"], "nvme_path": o["nvme_path"],
                 "pin_memory": o["pin_memory"] == "yes", "micro_batch": o["micro_batch"],
                 "grad_accum": o["grad_accum"], "adam": o["adam"]}
 
-    def context(self, spec: JobSpec, cluster: Cluster) -> dict:
-        o = {**self.defaults(), **spec.options}
-        s = self.settings(spec, cluster)
+    def context(self, job: Prepared) -> dict:
+        o = job.options
+        s = self.settings(job.spec, job.cluster)
         gen_args = ["--precision", s["precision"], "--offload-optimizer", s["offload_optimizer"],
                     "--offload-param", s["offload_param"], "--pin-memory", o["pin_memory"],
                     "--micro-batch", str(s["micro_batch"]), "--grad-accum", str(s["grad_accum"]),
@@ -259,13 +191,13 @@ class DeepSpeedKind(Kind):
             "ds_precision": s["precision"],
         }
 
-    def files(self, spec: JobSpec, cluster: Cluster) -> dict[str, str]:
-        o = {**self.defaults(), **spec.options}
+    def files(self, job: Prepared) -> dict[str, str]:
+        o = job.options
         if o["ds_config"]:
             # Verbatim copy: the record must reproduce the job even if the file changes later.
             with open(o["ds_config"], encoding="utf-8") as f:
                 return {CONFIG_NAME: f.read()}
-        return {CONFIG_NAME: json.dumps(build_config(**self.settings(spec, cluster)), indent=2) + "\n"}
+        return {CONFIG_NAME: json.dumps(build_config(**self.settings(job.spec, job.cluster)), indent=2) + "\n"}
 
 
 def _render_suggestion(key: str, value, names) -> str:
@@ -287,73 +219,3 @@ def _render_suggestion(key: str, value, names) -> str:
 
 
 KIND = DeepSpeedKind()
-
-
-# --- run time: `python -m hpcjobs.kinds.deepspeed` inside the job (no run directory) ----------
-
-def detect_precision() -> str:
-    """``auto`` at run time: the first GPU's compute capability from nvidia-smi; fp32 without GPU.
-
-    Used by the direct-use script, which is not tied to one cluster profile.
-    """
-    import shutil
-    import subprocess
-
-    if os.environ.get("DS_ACCELERATOR", "") == "cpu" or not shutil.which("nvidia-smi"):
-        return "fp32"
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=30, check=True).stdout
-        major = int(out.split()[0].split(".")[0])
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError):
-        return "fp16"  # a GPU of unknown age: fp16 runs everywhere bf16 does
-    return "bf16" if major >= 8 else "fp16"
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m hpcjobs.kinds.deepspeed",
-                                description="Write the ZeRO-3 config for a job, or inspect one.")
-    g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--write-config", metavar="PATH", help="write the generated config here")
-    g.add_argument("--pinned", metavar="PATH",
-                   help="exit 0 if this config asks for pinned offload buffers, else 1")
-    p.add_argument("--precision", choices=PRECISIONS, default="auto")
-    p.add_argument("--offload-optimizer", choices=OFFLOAD_DEVICES, default="none")
-    p.add_argument("--offload-param", choices=OFFLOAD_DEVICES, default="none")
-    p.add_argument("--nvme-path")
-    p.add_argument("--pin-memory", choices=("yes", "no"), default="yes")
-    p.add_argument("--micro-batch", type=int, default=1)
-    p.add_argument("--grad-accum", type=int, default=1)
-    p.add_argument("--adam", choices=ADAMS, default="torch")
-    a = p.parse_args(argv)
-    if a.pinned:
-        try:
-            with open(a.pinned, encoding="utf-8") as f:
-                return 0 if pinned_offload(json.load(f)) else 1
-        except (OSError, ValueError) as e:
-            print(f"hpcjobs: cannot read DeepSpeed config {a.pinned}: {e}", file=sys.stderr)
-            return 2
-    precision = detect_precision() if a.precision == "auto" else a.precision
-    try:
-        config = build_config(precision=precision, offload_optimizer=a.offload_optimizer,
-                              offload_param=a.offload_param, nvme_path=a.nvme_path,
-                              pin_memory=a.pin_memory == "yes", micro_batch=a.micro_batch,
-                              grad_accum=a.grad_accum, adam=a.adam)
-    except ValueError as e:
-        print(f"hpcjobs: {e}", file=sys.stderr)
-        return 2
-    if a.micro_batch < 1 or a.grad_accum < 1:
-        print("hpcjobs: --micro-batch and --grad-accum must be at least 1", file=sys.stderr)
-        return 2
-    tmp = f"{a.write_config}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(config, f, indent=2)
-        f.write("\n")
-    os.replace(tmp, a.write_config)
-    print(f"hpcjobs: DeepSpeed config {a.write_config} ({precision}, offload optimizer "
-          f"{a.offload_optimizer}, parameters {a.offload_param})", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -14,6 +14,7 @@ controller crash 0.28.1 (segmentation fault in GlooAllreduce, seen on the sandbo
 from hpcjobs.cluster import Cluster
 from hpcjobs.errors import BadInput
 from hpcjobs.kinds.base import Kind, Option
+from hpcjobs.prepared import Prepared
 from hpcjobs.spec import JobSpec
 
 
@@ -32,14 +33,15 @@ class HorovodKind(Kind):
     )
 
     def check(self, spec: JobSpec, cluster: Cluster) -> None:
-        o = {**self.defaults(), **spec.options}
+        o = spec.options
         if o["mpi"] == "pmi2" and o["mpi_control"] == "tcp":
             # OMPI_MCA_* variables mean nothing to MPICH/Intel MPI: say so instead of pretending.
             raise BadInput("--mpi-control", "tcp sets Open MPI (OMPI_MCA_*) parameters, but "
                            "--mpi pmi2 is for MPICH/Intel MPI", "use --mpi-control native with "
                            "--mpi pmi2 and set your MPI's own TCP settings with --env")
 
-    def context(self, spec: JobSpec, cluster: Cluster) -> dict:
+    def context(self, job: Prepared) -> dict:
+        cluster = job.cluster
         # The interface MPI's TCP traffic should use: the profile's fast-network interface
         # (IPoIB ib0 on the default cluster), if the profile names one.
         return {"tcp_interface": cluster.fabric.interface or ""}

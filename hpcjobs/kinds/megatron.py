@@ -23,130 +23,25 @@ Two ways to name the program:
   ``HPCJOBS_PRECISION`` (fp16, bf16, fp32) and ``HPCJOBS_TRANSFORMER_IMPL`` (local or
   transformer_engine). ``--model`` (a shape) turns the memory plan on.
 
-The run-time half (``python -m hpcjobs.kinds.megatron complete -- ARGS``) does the same checks
-and additions for the direct-use script, where no cluster profile is rendered in: the GPUs of
-the node decide (nvidia-smi).
+The node-side half (``python -m hpcjobs.runners.megatron complete -- ARGS``, where the argument
+reader and these rules live) does the same checks and additions for the direct-use script,
+where no cluster profile is rendered in: the GPUs of the node decide (nvidia-smi).
 """
 
 from __future__ import annotations
 
 import os
-import sys
-from dataclasses import dataclass, field
 
-import hpcjobs.plan as planmod
+import hpcjobs.planner as planmod
 from hpcjobs.cluster import Cluster
 from hpcjobs.errors import BadInput
 from hpcjobs.kinds.base import Kind, Option
 from hpcjobs.models import ModelShape
+from hpcjobs.prepared import Prepared
+from hpcjobs.runners.megatron import (PRETRAIN, MegatronArgs, additions, args_dtype,
+                                      check_required, check_transformer_impl, is_pretrain,
+                                      precision_for, script_args)
 from hpcjobs.spec import JobSpec
-
-PRETRAIN = "pretrain_gpt.py"
-SOURCE = "megatron/training/arguments.py"
-
-# Tokenizer type -> the arguments it needs (megatron/core/tokenizers/utils/build_tokenizer.py).
-TOKENIZER_FILES: dict[str, tuple[str, ...]] = {
-    "GPT2BPETokenizer": ("--vocab-file", "--merge-file"),
-    "BertWordPieceLowerCase": ("--vocab-file",),
-    "BertWordPieceCase": ("--vocab-file",),
-    "SentencePieceTokenizer": ("--tokenizer-model",),
-    "GPTSentencePieceTokenizer": ("--tokenizer-model",),
-    "Llama2Tokenizer": ("--tokenizer-model",),
-    "HuggingFaceTokenizer": ("--tokenizer-model",),
-    "TikTokenizer": ("--tokenizer-model",),
-    "MultimodalTokenizer": ("--tokenizer-model",),
-    "SFTTokenizer": ("--tokenizer-model",),
-    "NullTokenizer": ("--vocab-size",),
-    "NullMultimodalTokenizer": ("--vocab-size",),
-}
-DATA_ARGS = ("--data-path", "--mock-data", "--train-data-path", "--data-args-path",
-             "--per-split-data-args-path")
-REQUIRED = ("--num-layers", "--hidden-size", "--num-attention-heads", "--max-position-embeddings",
-            "--micro-batch-size")
-
-
-@dataclass
-class MegatronArgs:
-    """The pretrain_gpt.py arguments hpcjobs reads (``--name value``, ``--name=value``, flags)."""
-
-    values: dict[str, str | None] = field(default_factory=dict)
-
-    @classmethod
-    def parse(cls, args: list[str]) -> MegatronArgs:
-        values: dict[str, str | None] = {}
-        i = 0
-        while i < len(args):
-            a = args[i]
-            if a.startswith("--"):
-                name, eq, value = a.partition("=")
-                if eq:
-                    values[name] = value
-                elif i + 1 < len(args) and not args[i + 1].startswith("--"):
-                    values[name] = args[i + 1]
-                    i += 1
-                else:
-                    values[name] = None  # a flag (store_true)
-            i += 1
-        return cls(values)
-
-    def has(self, name: str) -> bool:
-        return name in self.values
-
-    def int(self, name: str) -> int | None:
-        v = self.values.get(name)
-        if v is None:
-            return None
-        try:
-            return int(v)
-        except ValueError:
-            raise BadInput(name, f"{v!r} is not a whole number", f"give {name} N") from None
-
-
-def is_pretrain(program: list[str]) -> bool:
-    return any(os.path.basename(a) == PRETRAIN for a in program[:2])
-
-
-def script_args(program: list[str]) -> list[str]:
-    """The arguments after pretrain_gpt.py (after the interpreter and script, if given)."""
-    for i, a in enumerate(program[:2]):
-        if os.path.basename(a) == PRETRAIN:
-            return program[i + 1:]
-    return list(program)
-
-
-def check_required(args: MegatronArgs) -> None:
-    """What pretrain_gpt.py refuses at start-up, refused before the job waits in the queue."""
-    for name in REQUIRED:
-        if not args.has(name) or args.values[name] is None:
-            raise BadInput(name, f"pretrain_gpt.py needs it ({SOURCE}: validate_args)",
-                           f"add {name} N")
-        args.int(name)
-    if not (args.has("--train-iters") or args.has("--train-samples")):
-        raise BadInput("--train-iters", "pretrain_gpt.py needs --train-iters or --train-samples",
-                       "add --train-iters N (or --train-samples N)")
-    data = [d for d in DATA_ARGS if args.has(d)]
-    if not data:
-        raise BadInput("--data-path", "no training data given",
-                       "add --data-path PREFIX (preprocessed .bin/.idx) or --mock-data for "
-                       "synthetic data")
-    if len([d for d in data if d in ("--data-path", "--mock-data", "--train-data-path")]) > 1:
-        raise BadInput(data[1], f"conflicts with {data[0]} (\"A single data source must be "
-                       f"provided\", {SOURCE})", "give one data source")
-    ttype = args.values.get("--tokenizer-type")
-    if not ttype:
-        raise BadInput("--tokenizer-type", "pretrain_gpt.py builds a tokenizer and none is given",
-                       "add e.g. --tokenizer-type GPT2BPETokenizer --vocab-file F --merge-file F, "
-                       "or --tokenizer-type NullTokenizer --vocab-size N with --mock-data")
-    if ttype not in TOKENIZER_FILES:
-        raise BadInput("--tokenizer-type", f"{ttype!r} is not a Megatron tokenizer type",
-                       f"use one of {', '.join(TOKENIZER_FILES)}")
-    for need in TOKENIZER_FILES[ttype]:
-        if not args.values.get(need):
-            raise BadInput(need, f"--tokenizer-type {ttype} needs it "
-                           "(megatron/core/tokenizers/utils/build_tokenizer.py)", f"add {need} ...")
-    if args.has("--fp16") and args.has("--bf16"):
-        raise BadInput("--bf16", "--fp16 and --bf16 exclude each other", "give one of them")
-
 
 def shape_from_args(args: MegatronArgs) -> tuple[ModelShape, list[str]]:
     """The model shape pretrain_gpt.py will build, with the assumptions made reading it."""
@@ -170,47 +65,6 @@ def shape_from_args(args: MegatronArgs) -> tuple[ModelShape, list[str]]:
         tie_word_embeddings=not args.has("--untie-embeddings-and-output-weights"),
         gated_mlp=swiglu, source="pretrain_gpt.py arguments")
     return shape, notes
-
-
-def args_dtype(args: MegatronArgs, fallback: str) -> str:
-    if args.has("--bf16"):
-        return "bfloat16"
-    if args.has("--fp16"):
-        return "float16"
-    return fallback
-
-
-def precision_for(dtype: str, cc: tuple[int, int] | None) -> str:
-    """fp16/bf16/fp32 for a plan dtype on a GPU of compute capability ``cc`` (None: no GPU)."""
-    if cc is None:
-        return "fp32"
-    if dtype == "auto":
-        return "bf16" if cc >= (8, 0) else "fp16"
-    return {"float16": "fp16", "bfloat16": "bf16", "float32": "fp32"}[dtype]
-
-
-def additions(args: MegatronArgs, *, tp: int | None, pp: int | None, cc: tuple[int, int] | None,
-              dtype: str = "auto") -> list[str]:
-    """Arguments hpcjobs appends to pretrain_gpt.py's: layout, precision, transformer impl."""
-    out: list[str] = []
-    if tp is not None and not args.has("--tensor-model-parallel-size"):
-        out += ["--tensor-model-parallel-size", str(tp)]
-    if pp is not None and not args.has("--pipeline-model-parallel-size"):
-        out += ["--pipeline-model-parallel-size", str(pp)]
-    if not (args.has("--fp16") or args.has("--bf16")):
-        prec = precision_for(dtype, cc)
-        if prec in ("fp16", "bf16"):
-            out.append(f"--{prec}")
-    if cc is not None and cc < (8, 0) and not args.has("--transformer-impl"):
-        out += ["--transformer-impl", "local"]
-    return out
-
-
-def check_transformer_impl(args: MegatronArgs, cc: tuple[int, int] | None, gpu: str) -> None:
-    if cc is not None and cc < (8, 0) and args.values.get("--transformer-impl") == "transformer_engine":
-        raise BadInput("--transformer-impl", f"Transformer Engine needs compute capability 8.0; "
-                       f"{gpu} is {cc[0]}.{cc[1]}", "use --transformer-impl local (or drop it: "
-                       "hpcjobs adds it on this GPU)")
 
 
 class MegatronKind(Kind):
@@ -274,9 +128,9 @@ class MegatronKind(Kind):
             raise BadInput("--gpus-per-node", "pretrain_gpt.py needs CUDA GPUs (megatron-core's "
                            "model code runs on CUDA)", "run on a GPU partition; on CPUs only "
                            "parallel_state runs (examples/megatron_parallel_state.py)")
-        args = self._args(spec)
-        check_required(args)
-        check_transformer_impl(args, gpu.cc, gpu.model or gpu.type)
+        # pretrain_gpt.py's required arguments are checked by plan(), which reads them anyway
+        # (api.prepare runs it right after this, once).
+        check_transformer_impl(self._args(spec), gpu.cc, gpu.model or gpu.type)
 
     def _check_layout(self, spec: JobSpec) -> None:
         """Without a model shape: world size and TP placement only."""
@@ -330,11 +184,11 @@ class MegatronKind(Kind):
 
     # -- what the template gets ------------------------------------------------------------
 
-    def context(self, spec: JobSpec, cluster: Cluster) -> dict:
-        o = {**self.defaults(), **spec.options}
-        gpu = self._gpu(spec, cluster)
+    def context(self, job: Prepared) -> dict:
+        spec, o = job.spec, job.options
+        gpu = self._gpu(spec, job.cluster)
         cc = gpu.cc if gpu else None
-        p = self.plan(spec, cluster) if spec.program or o.get("megatron_path") else None
+        p = job.plan
         if p is not None:
             tp, pp, cp = p.params["tp"], p.params["pp"], p.params["cp"]
             dp = p.numbers.get("dp") or spec.nodes * self.tasks_per_node(spec) // (tp * pp * cp)
@@ -362,70 +216,3 @@ class MegatronKind(Kind):
 
 
 KIND = MegatronKind()
-
-
-# --- run time: `python -m hpcjobs.kinds.megatron complete -- ARGS` (direct-use script) -------
-
-def detect_cc() -> tuple[int, int] | None:
-    """The lowest compute capability of this node's GPUs (nvidia-smi), None without GPUs."""
-    import shutil
-    import subprocess
-
-    if not shutil.which("nvidia-smi"):
-        return None
-    try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=30, check=True).stdout
-        ccs = [tuple(int(x) for x in line.strip().split(".")[:2]) for line in out.splitlines()
-               if line.strip()]
-    except (OSError, subprocess.SubprocessError, ValueError):
-        return (7, 0)  # a GPU of unknown age: fp16 and the local implementation run everywhere
-    return min(ccs) if ccs else None
-
-
-def complete(argv: list[str], env: dict) -> tuple[int, list[str], str]:
-    """(exit code, arguments to append, message) for the direct-use script's program."""
-    program = argv[1:] if argv[:1] == ["--"] else argv
-    if not is_pretrain(program):
-        return 0, [], ""
-    args = MegatronArgs.parse(script_args(program))
-    cc = detect_cc()
-    try:
-        check_required(args)
-        if cc is None:
-            raise BadInput("GPU", "no NVIDIA GPU on this node (nvidia-smi)",
-                           "pretrain_gpt.py needs CUDA: submit to a GPU partition (--gres=gpu:N)")
-        check_transformer_impl(args, cc, "this node's GPU")
-        if args.has("--bf16") and cc < (8, 0):
-            raise BadInput("--bf16", f"no bf16 below compute capability 8.0 (this GPU is "
-                           f"{cc[0]}.{cc[1]})", "use --fp16 (dynamic loss scaling)")
-        heads = args.int("--num-attention-heads")
-        gpus = env.get("SLURM_GPUS_ON_NODE", "")
-        tp = None
-        if not args.has("--tensor-model-parallel-size") and gpus.isdigit() and int(gpus) > 0:
-            tp = int(gpus)
-            while heads % tp:  # the largest TP inside the node that divides the heads
-                tp -= 1
-    except BadInput as e:
-        return 2, [], f"hpcjobs: error: {e}"
-    return 0, additions(args, tp=tp, pp=None, cc=cc), ""
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] != ["complete"]:
-        print("usage: python -m hpcjobs.kinds.megatron complete -- PROG [ARGS...]\n"
-              "Checks pretrain_gpt.py's required arguments and prints, one per line, the ones "
-              "hpcjobs adds (TP inside the node, --fp16/--bf16, --transformer-impl local).",
-              file=sys.stderr)
-        return 2
-    rc, extra, msg = complete(argv[1:], os.environ)
-    if msg:
-        print(msg, file=sys.stderr)
-    for a in extra:
-        print(a)
-    return rc
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,8 +1,8 @@
-"""The plan: arithmetic that refuses impossible LLM jobs before they wait in a queue.
+"""The planner: arithmetic that refuses impossible LLM jobs before they wait in a queue.
 
 A kind calls ONE function, :func:`check_serving` (vLLM, SGLang) or :func:`check_training`
 (Megatron-LM, DeepSpeed ZeRO), or the ``*_from_spec`` wrappers that read the shared options
-(:mod:`hpcjobs.plan.options`) from ``spec.options``. Each returns a :class:`Plan`: every check
+(:mod:`hpcjobs.planner.options`) from ``spec.options``. Each returns a :class:`Plan`: every check
 with PASS/WARN/FAIL and its numbers, the verdict, and, when something fails, a concrete option set
 that passes (the suggestion is found by running the same checks on candidates, so it passes by
 construction).
@@ -18,21 +18,22 @@ The modules, each importing only those above it:
 - ``suggest``: the search for an option set that passes, in the user's option names
 - ``serving`` / ``training``: each mode's rules, memory and candidates
 
-This package re-exports the public names, so ``import hpcjobs.plan as plan; plan.X`` works.
-(Import it so: ``from hpcjobs import plan`` may give the API function ``hpcjobs.api.plan``.)
+This package re-exports the public names (``import hpcjobs.planner as planner; planner.X``). It is
+not called ``plan``: that is the API function (``hpcjobs.plan``) and the Kind method that return
+a :class:`Plan`, and a package of the same name would shadow the function.
 Names with a leading underscore are private to the package (shared between its modules).
 """
 
-from hpcjobs.plan.core import DTYPE_BYTES, FAIL, GB, PASS, WARN, Check, Hardware, Plan, hardware
-from hpcjobs.plan.options import (CP_OPTION, DTYPE_OPTION, DTYPES, GMU_OPTION, MAXLEN_OPTION,
+from hpcjobs.planner.core import DTYPE_BYTES, FAIL, GB, PASS, WARN, Check, Hardware, Plan, hardware
+from hpcjobs.planner.options import (CP_OPTION, DTYPE_OPTION, DTYPES, GMU_OPTION, MAXLEN_OPTION,
                                   MBS_OPTION, MEGATRON_NAMES, MODEL_OPTION, NAMES, OFFLOAD,
                                   OPTION_KEYS, PLAN_OPTIONS, PP_OPTION, QBITS_OPTION, QUANT_OPTION,
                                   QUANTIZATIONS, RECOMPUTE, RECOMPUTE_OPTION, SEQ_OPTION,
                                   SERVING_OPTIONS, TP_OPTION, TRAINING_OPTIONS, XTP_OPTION)
-from hpcjobs.plan.serving import (MAX_NUM_SEQS, PREFILL_TOKENS, QUANTS, SERVING_OVERHEAD_GB, Quant,
+from hpcjobs.planner.serving import (MAX_NUM_SEQS, PREFILL_TOKENS, QUANTS, SERVING_OVERHEAD_GB, Quant,
                                   check_serving, serving_from_spec)
-from hpcjobs.plan.suggest import Render, default_render, megatron_render
-from hpcjobs.plan.training import (MEGATRON_BYTES, TRAINING_OVERHEAD_GB, ZERO3_BYTES, ZERO_BYTES,
+from hpcjobs.planner.suggest import Render, default_render, megatron_render
+from hpcjobs.planner.training import (MEGATRON_BYTES, TRAINING_OVERHEAD_GB, ZERO3_BYTES, ZERO_BYTES,
                                    check_training, training_from_spec)
 
 __all__ = [

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from hpcjobs.models import ModelShape
-from hpcjobs.plan.core import DTYPE_BYTES, FAIL, PASS, WARN, Check, Hardware
+from hpcjobs.planner.core import DTYPE_BYTES, FAIL, PASS, WARN, Check, Hardware
 
 
 def _resolve_dtype(dtype: str, model: ModelShape, hw: Hardware) -> str:

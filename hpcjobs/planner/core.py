@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, field
 
 from hpcjobs.cluster import Cluster
 from hpcjobs.models import ModelShape
-from hpcjobs.plan.options import NAMES, OPTION_KEYS
+from hpcjobs.planner.options import NAMES, OPTION_KEYS
 from hpcjobs.spec import JobSpec, validate
 
 GB = 1e9  # decimal GB throughout; a profile's memory_gb is read as 10^9 bytes (conservative)

@@ -7,7 +7,7 @@ feeds back into), ``NAMES`` (the option named in refusals and suggestions) and `
 
 from __future__ import annotations
 
-from hpcjobs.kinds.base import Option
+from hpcjobs.option import Option
 
 DTYPES = ("auto", "float16", "bfloat16", "float32")
 QUANTIZATIONS = ("none", "gptq", "awq", "bitsandbytes", "gguf", "marlin")

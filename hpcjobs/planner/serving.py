@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from hpcjobs.cluster import Cluster
 from hpcjobs.errors import BadInput
 from hpcjobs.models import ModelShape, resolve
-from hpcjobs.plan.checks import _check_cross_node, _check_dtype, _check_framework, _resolve_dtype
-from hpcjobs.plan.core import (DTYPE_BYTES, FAIL, GB, PASS, WARN, Check, Hardware, Plan, _divisors, _gb,
+from hpcjobs.planner.checks import _check_cross_node, _check_dtype, _check_framework, _resolve_dtype
+from hpcjobs.planner.core import (DTYPE_BYTES, FAIL, GB, PASS, WARN, Check, Hardware, Plan, _divisors, _gb,
                                _pp_split, hardware)
-from hpcjobs.plan.options import DTYPES, NAMES, QUANTIZATIONS
-from hpcjobs.plan.suggest import Render, _suggest
+from hpcjobs.planner.options import DTYPES, NAMES, QUANTIZATIONS
+from hpcjobs.planner.suggest import Render, _suggest
 from hpcjobs.spec import JobSpec
 
 # --- quantization formats (vLLM) -------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from hpcjobs.plan.core import FAIL, Plan
+from hpcjobs.planner.core import FAIL, Plan
 
 Render = Callable[[str, Any, Mapping[str, str]], str]
 

@@ -12,10 +12,10 @@ from collections.abc import Iterable, Mapping
 from hpcjobs.cluster import Cluster
 from hpcjobs.errors import BadInput
 from hpcjobs.models import ModelShape, resolve
-from hpcjobs.plan.checks import _check_cross_node, _check_dtype, _check_framework, _resolve_dtype
-from hpcjobs.plan.core import FAIL, GB, PASS, WARN, Check, Hardware, Plan, _divisors, _gb, _pp_split, hardware
-from hpcjobs.plan.options import DTYPES, MEGATRON_NAMES, NAMES, OFFLOAD, RECOMPUTE
-from hpcjobs.plan.suggest import Render, _suggest, default_render, megatron_render
+from hpcjobs.planner.checks import _check_cross_node, _check_dtype, _check_framework, _resolve_dtype
+from hpcjobs.planner.core import FAIL, GB, PASS, WARN, Check, Hardware, Plan, _divisors, _gb, _pp_split, hardware
+from hpcjobs.planner.options import DTYPES, MEGATRON_NAMES, NAMES, OFFLOAD, RECOMPUTE
+from hpcjobs.planner.suggest import Render, _suggest, default_render, megatron_render
 from hpcjobs.spec import JobSpec
 
 

@@ -103,7 +103,7 @@ def test_pretrain_gpt_without_its_required_arguments_never_reaches_slurm(sandbox
 
 def test_direct_script_refuses_pretrain_gpt_before_any_rank_starts(sandbox, shared_tmp):
     # `sbatch job_templates/megatron.sbatch pretrain_gpt.py ...` has no hpcjobs in front of it:
-    # the job checks the arguments itself (python -m hpcjobs.kinds.megatron complete), exit 2.
+    # the job checks the arguments itself (python -m hpcjobs.runners.megatron complete), exit 2.
     (shared_tmp / "pretrain_gpt.py").write_text("raise SystemExit('must not run')\n")
     job = run_job(["-N1", f"--output={shared_tmp}/slurm-%j.out", "job_templates/megatron.sbatch",
                    str(shared_tmp / "pretrain_gpt.py"), "--num-layers", "2"], timeout=120)

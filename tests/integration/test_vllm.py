@@ -126,7 +126,7 @@ def check_ray(out: str, nodelist: str) -> None:
     """Every node of the job in `ray status`, each advertising its own sandbox address."""
     import hostlist
 
-    from hpcjobs.kinds.vllm import ray_active_nodes
+    from hpcjobs.runners.ray import ray_active_nodes
 
     nodes = hostlist.expand_hostlist(nodelist)
     n = len(nodes)

@@ -54,7 +54,7 @@ SPECS: dict[str, dict] = {
 def rendered(kind: str):
     """The script and side files a submission of SPECS[kind] would record (no Slurm)."""
     from hpcjobs import api
-    from hpcjobs.render import materialize
+    from hpcjobs.rendering import materialize
 
     spec = JobSpec(kind=kind, **{**COMMON, **SPECS[kind]})
     cwd = os.getcwd()
@@ -62,7 +62,7 @@ def rendered(kind: str):
     try:
         cluster = builtin()
         prepared = api.prepare(spec, cluster)
-        return materialize(prepared, cluster, run_dir=RUN_DIR)
+        return materialize(prepared, run_dir=RUN_DIR)
     finally:
         os.chdir(cwd)
 

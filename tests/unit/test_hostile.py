@@ -16,11 +16,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hpcjobs import kinds, runs
+from hpcjobs import runs
 from hpcjobs.cluster import builtin
 from hpcjobs.errors import BadInput
-from hpcjobs.render import materialize, sbatch_value
+from hpcjobs.rendering import materialize, sbatch_value
 from hpcjobs.spec import _ARRAY, JobSpec, validate
+from tests.conftest import unchecked
 from tests.fixtures.hostile import corpus, dir_name_ok, encode, job_name_ok
 
 CANARY_DIR = f"/tmp/hpcjobs-hostile-unit-{os.getpid()}"  # per run: two test runs may overlap
@@ -105,10 +106,7 @@ def slurm_filename(pattern: str, job_id: str) -> str:
 # --- rendering --------------------------------------------------------------------------------
 
 def render(kind="mpi", **kw) -> str:
-    c = builtin()
-    spec = validate(JobSpec(kind=kind, **kw), c)
-    spec.options = {**kinds.get(kind).defaults(), **spec.options}
-    return materialize(spec, c, run_dir="/tmp/run").script
+    return materialize(unchecked(JobSpec(kind=kind, **kw)), run_dir="/tmp/run").script
 
 
 def bash_n(script: str) -> None:
@@ -261,8 +259,9 @@ def test_non_utf8_arguments_reach_the_recorded_script_as_bytes(tmp_path, monkeyp
     record byte for byte, and the spec round-trips."""
     monkeypatch.setenv("HPCJOBS_RUNS_DIR", str(tmp_path))
     arg = b"caf\xe9 \xff".decode("utf-8", "surrogateescape")
-    spec = validate(JobSpec(kind="mpi", program=["prog", arg], env={"V1": arg}), builtin())
-    script = materialize(spec, builtin()).script
+    job = unchecked(JobSpec(kind="mpi", program=["prog", arg], env={"V1": arg}))
+    spec = job.spec
+    script = materialize(job).script
     run = runs.create(runs.new_run_path("mpi"), script, spec.to_dict(), {}, {})
     data = run.script.read_bytes()
     assert b"'caf\xe9 \xff'" in data

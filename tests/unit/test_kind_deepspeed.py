@@ -15,7 +15,7 @@ from hpcjobs.api import prepare
 from hpcjobs.cluster import builtin, load_file
 from hpcjobs.errors import BadInput
 from hpcjobs.kinds import deepspeed as ds
-from hpcjobs.render import direct_script, materialize
+from hpcjobs.rendering import direct_script, materialize
 from hpcjobs.spec import JobSpec
 from tests.conftest import FIXTURES, ROOT
 
@@ -36,14 +36,14 @@ def spec(cluster=None, **options):
 
 
 def config(cluster=None, **options) -> dict:
-    s, c = spec(cluster, **options)
-    files = kinds.get("deepspeed").files(s, c)
+    s, _ = spec(cluster, **options)
+    files = kinds.get("deepspeed").files(s)
     return json.loads(files["ds_config.json"])
 
 
 def script(cluster=None, run_dir="/tmp/run", **options) -> str:
-    s, c = spec(cluster, **options)
-    return materialize(s, c, run_dir=run_dir).script
+    s, _ = spec(cluster, **options)
+    return materialize(s, run_dir=run_dir).script
 
 
 def section(text: str, start: str, end: str) -> str:
@@ -71,7 +71,7 @@ def test_bf16_where_the_gpu_has_it_and_fp32_without_gpu():
     assert config(load_file(H100))["bf16"] == {"enabled": True}
     cpu = load_file(MIXED)
     s = prepare(JobSpec(kind="deepspeed", program=PROG, partition="cpu"), cpu)
-    cfg = json.loads(kinds.get("deepspeed").files(s, cpu)["ds_config.json"])
+    cfg = json.loads(kinds.get("deepspeed").files(s)["ds_config.json"])
     assert "bf16" not in cfg and "fp16" not in cfg
 
 
@@ -86,17 +86,19 @@ def test_offload_micro_batch_accumulation_and_adam():
 
 
 def test_pinned_offload_detection():
-    assert ds.pinned_offload(ds.build_config(offload_optimizer="cpu"))
-    assert not ds.pinned_offload(ds.build_config(offload_optimizer="cpu", pin_memory=False))
-    assert not ds.pinned_offload(ds.build_config())
+    from hpcjobs.runners.deepspeed import pinned_offload
+
+    assert pinned_offload(ds.build_config(offload_optimizer="cpu"))
+    assert not pinned_offload(ds.build_config(offload_optimizer="cpu", pin_memory=False))
+    assert not pinned_offload(ds.build_config())
 
 
 def test_user_config_is_copied_verbatim(tmp_path):
     text = '{"zero_optimization": {"stage": 3},\n "fp16": {"enabled": true}}\n'
     f = tmp_path / "mine.json"
     f.write_text(text)
-    s, c = spec(ds_config=str(f))
-    assert kinds.get("deepspeed").files(s, c) == {"ds_config.json": text}
+    s, _ = spec(ds_config=str(f))
+    assert kinds.get("deepspeed").files(s) == {"ds_config.json": text}
 
 
 # --- refusals before submission -----------------------------------------------------------
@@ -260,35 +262,35 @@ def test_memlock_warning_when_pinned_offload_meets_a_limit(tmp_path, offload, li
 
 def test_write_config_command(tmp_path):
     out = tmp_path / "c.json"
-    r = subprocess.run([sys.executable, "-m", "hpcjobs.kinds.deepspeed", "--write-config", str(out),
+    r = subprocess.run([sys.executable, "-m", "hpcjobs.runners.deepspeed", "--write-config", str(out),
                         "--precision", "bf16", "--offload-optimizer", "cpu", "--grad-accum", "2"],
                        capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stderr
     cfg = json.loads(out.read_text())
     assert cfg["bf16"]["enabled"] and cfg["gradient_accumulation_steps"] == 2
-    r = subprocess.run([sys.executable, "-m", "hpcjobs.kinds.deepspeed", "--pinned", str(out)], cwd=ROOT)
+    r = subprocess.run([sys.executable, "-m", "hpcjobs.runners.deepspeed", "--pinned", str(out)], cwd=ROOT)
     assert r.returncode == 0
-    r = subprocess.run([sys.executable, "-m", "hpcjobs.kinds.deepspeed", "--write-config", str(out),
+    r = subprocess.run([sys.executable, "-m", "hpcjobs.runners.deepspeed", "--write-config", str(out),
                         "--offload-param", "nvme"], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 2 and "nvme_path" in r.stderr
 
 
-# --- the memory plan (hpcjobs.plan), with --model ----------------------------------------
+# --- the memory plan (hpcjobs.planner), with --model ----------------------------------------
 
 def test_plan_only_with_a_model():
     if ds._plan is None:
-        pytest.skip("hpcjobs.plan not present")
+        pytest.skip("hpcjobs.planner not present")
     s, c = spec()
-    assert kinds.get("deepspeed").plan(s, c) is None
+    assert kinds.get("deepspeed").plan(s.spec, c) is None
     s, c = spec(model="llama-2-7b", offload_optimizer="cpu", seq_length=2048)
-    p = kinds.get("deepspeed").plan(s, c)
+    p = kinds.get("deepspeed").plan(s.spec, c)
     assert p.ok and p.framework == "deepspeed" and p.params["zero_stage"] == 3
     assert p.params["dtype"] == "float16" and p.params["offload"] == "optimizer"
 
 
 def test_plan_refuses_70b_on_three_v100s_and_suggests_offload_in_this_kinds_words():
     if ds._plan is None:
-        pytest.skip("hpcjobs.plan not present")
+        pytest.skip("hpcjobs.planner not present")
     with pytest.raises(BadInput) as e:
         spec(model="llama-2-70b")
     msg = str(e.value)
@@ -296,4 +298,4 @@ def test_plan_refuses_70b_on_three_v100s_and_suggests_offload_in_this_kinds_word
     assert "--offload-optimizer cpu --offload-param cpu" in msg and "--offload all" not in msg
     # The suggestion, taken as given, passes.
     s, c = spec(model="llama-2-70b", recompute="full", offload_optimizer="cpu", offload_param="cpu")
-    assert kinds.get("deepspeed").plan(s, c).ok
+    assert kinds.get("deepspeed").plan(s.spec, c).ok

@@ -12,7 +12,7 @@ import pytest
 from hpcjobs.api import prepare
 from hpcjobs.cluster import builtin
 from hpcjobs.errors import BadInput
-from hpcjobs.render import direct_script, materialize
+from hpcjobs.rendering import direct_script, materialize
 from hpcjobs.spec import JobSpec
 from tests.conftest import ROOT
 
@@ -22,7 +22,7 @@ PROG = ["examples/horovod_allreduce.py"]
 def script(**options) -> str:
     c = builtin()
     s = prepare(JobSpec(kind="horovod", program=PROG, options=options), c)
-    return materialize(s, c, run_dir="/tmp/run").script
+    return materialize(s, run_dir="/tmp/run").script
 
 
 def mpi_block(text: str) -> str:

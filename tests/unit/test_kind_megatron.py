@@ -11,8 +11,8 @@ from hpcjobs import kinds
 from hpcjobs.api import prepare
 from hpcjobs.cluster import builtin, load_file
 from hpcjobs.errors import BadInput
-from hpcjobs.kinds import megatron as mg
-from hpcjobs.render import direct_script, materialize
+from hpcjobs.runners import megatron as mg
+from hpcjobs.rendering import direct_script, materialize
 from hpcjobs.spec import JobSpec
 from tests.conftest import FIXTURES, ROOT
 
@@ -106,7 +106,7 @@ def test_tensor_model_parallel_size_3_is_refused_with_reasons(isolated, mlm):
 
 def test_the_suggestion_passes(isolated, mlm):
     s, c = prep(program=GOOD, options={"megatron_path": str(mlm)})
-    p = KIND.plan(s, c)
+    p = KIND.plan(s.spec, c)
     assert p.ok and (p.params["tp"], p.params["pp"], p.numbers["dp"]) == (1, 1, 3)
 
 
@@ -139,8 +139,8 @@ def test_pretrain_gpt_needs_gpus(isolated, mlm):
 # --- what the script gets ------------------------------------------------------------------
 
 def script(cluster=None, program=(), **kw):
-    s, c = prep(cluster, program, **kw)
-    return materialize(s, c, run_dir="/tmp/run").script
+    s, _ = prep(cluster, program, **kw)
+    return materialize(s, run_dir="/tmp/run").script
 
 
 def test_v100s_gets_fp16_and_the_local_transformer_and_the_plans_layout(isolated, mlm):
@@ -227,14 +227,14 @@ def test_cli_plan_and_submit_refuse_with_exit_2(isolated, mlm):
 
 def test_direct_script_checks_and_completes_at_run_time():
     text = direct_script("megatron")
-    assert '-m hpcjobs.kinds.megatron complete -- "$@"' in text
+    assert '-m hpcjobs.runners.megatron complete -- "$@"' in text
     assert "HPCJOBS_MEGATRON_PATH" in text
     r = subprocess.run(["bash", "-n"], input=text, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
 
 
 def test_complete_at_run_time(monkeypatch):
-    monkeypatch.setattr(mg, "detect_cc", lambda: (7, 0))
+    monkeypatch.setattr(mg, "lowest_compute_capability", lambda: (7, 0))
     rc, extra, _ = mg.complete(["--", "pretrain_gpt.py", *GOOD], {"SLURM_GPUS_ON_NODE": "3"})
     # 16 heads: TP 3 does not divide them, 2 does
     assert rc == 0 and extra == ["--tensor-model-parallel-size", "2", "--fp16",
@@ -244,6 +244,6 @@ def test_complete_at_run_time(monkeypatch):
     rc, _, msg = mg.complete(["pretrain_gpt.py", *without(GOOD, "--hidden-size")], {})
     assert rc == 2 and "--hidden-size" in msg
     assert mg.complete(["python3", "other.py", "--x"], {}) == (0, [], "")
-    monkeypatch.setattr(mg, "detect_cc", lambda: None)
+    monkeypatch.setattr(mg, "lowest_compute_capability", lambda: None)
     rc, _, msg = mg.complete(["pretrain_gpt.py", *GOOD], {})
     assert rc == 2 and "no NVIDIA GPU" in msg

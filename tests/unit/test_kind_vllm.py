@@ -14,8 +14,9 @@ from hpcjobs import kinds, runs
 from hpcjobs.api import prepare
 from hpcjobs.cluster import builtin, load_file
 from hpcjobs.errors import BadInput
-from hpcjobs.kinds import vllm
-from hpcjobs.render import direct_script, materialize
+from hpcjobs.runners import ray as rayrun
+from hpcjobs.runners import vllm
+from hpcjobs.rendering import direct_script, materialize
 from hpcjobs.spec import JobSpec
 from tests.conftest import FIXTURES, ROOT
 
@@ -41,8 +42,8 @@ def prep(cluster=None, program=(), **options):
 
 
 def script(cluster=None, program=(), run_dir="/tmp/run", **options):
-    s, c = prep(cluster, program, **options)
-    return materialize(s, c, run_dir=run_dir).script
+    s, _ = prep(cluster, program, **options)
+    return materialize(s, run_dir=run_dir).script
 
 
 # --- refusals --------------------------------------------------------------------------------
@@ -61,7 +62,7 @@ def test_old_guide_command_is_refused_by_the_plan_with_reasons(isolated):
 def test_suggestion_of_the_refusal_passes_the_plan(isolated):
     s, c = prep(model="meta-llama/Llama-2-70b-hf", tensor_parallel_size=1, pipeline_parallel_size=3,
                 quantization="gptq", quantization_bits=4)
-    assert KIND.plan(s, c).ok
+    assert KIND.plan(s.spec, c).ok
 
 
 def test_model_is_required_and_a_builtin_shape_name_is_not_a_checkpoint(isolated):
@@ -117,10 +118,10 @@ def test_rendered_script_serves_the_model_with_the_plans_layout(isolated, tmp_pa
     text = script(model=str(m), program=["--max-num-seqs", "4"], max_model_len=512)
     assert f"set -- {m} --tensor-parallel-size 1 --pipeline-parallel-size 3 --max-model-len 512 \"$@\"" in text
     assert "set -- --max-num-seqs 4\n" in text
-    assert "vllm_backend=native" in text and "vllm_port=auto" in text
+    assert "export HPCJOBS_VLLM_BACKEND=native" in text and "export HPCJOBS_VLLM_PORT=auto" in text
     assert "export HPCJOBS_RUN_DIR=/tmp/run" in text
     assert "#SBATCH --ntasks-per-node=1" in text and "--ntasks-per-node=1" in text
-    assert '-m hpcjobs.kinds.vllm node --backend "$vllm_backend"' in text
+    assert '-m hpcjobs.runners.vllm node -- "$@"' in text
     assert "VLLM_TARGET_DEVICE" not in text  # GPUs in the job
 
 
@@ -128,18 +129,19 @@ def test_cpu_job_uses_the_cpu_build_and_eight_gpus_give_tp_8(isolated, tmp_path)
     m = str(tiny_model(tmp_path, heads=8, kv=8))
     c = builtin()
     s = prepare(JobSpec(kind="vllm", nodes=2, gpus_per_node=0, options={"model": m}), c)
-    text = materialize(s, c, run_dir="/r").script
+    text = materialize(s, run_dir="/r").script
     assert 'export VLLM_TARGET_DEVICE="${VLLM_TARGET_DEVICE:-cpu}"' in text
     assert "--tensor-parallel-size 1 --pipeline-parallel-size 2" in text
     text = script(load_file(H100), model=m, backend="ray", port=9000)
     assert "--tensor-parallel-size 8 --pipeline-parallel-size 1" in text
-    assert "vllm_backend=ray" in text and "vllm_port=9000" in text
+    assert "export HPCJOBS_VLLM_BACKEND=ray" in text and "export HPCJOBS_VLLM_PORT=9000" in text
 
 
 def test_direct_script_takes_the_model_from_its_arguments():
     text = direct_script("vllm")
     assert "usage: sbatch vllm.sbatch MODEL [VLLM-SERVE-ARGS...]" in text
-    assert 'vllm_backend="${HPCJOBS_VLLM_BACKEND:-native}"' in text
+    assert 'if [ "${HPCJOBS_VLLM_BACKEND:-}" = ray ]' in text
+    assert "export HPCJOBS_VLLM_BACKEND=" not in text  # the runner's default, or the user's
     assert "HPCJOBS_ENDPOINT_FILE" in text and "HPCJOBS_RUN_DIR" not in text
     r = subprocess.run(["bash", "-n"], input=text, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
@@ -147,29 +149,32 @@ def test_direct_script_takes_the_model_from_its_arguments():
 
 # --- each node's command ---------------------------------------------------------------------
 
-ENV = {"SLURM_STEP_NUM_NODES": "3", "MASTER_ADDR": "10.100.0.1", "MASTER_PORT": "1234",
-       "SLURM_GPUS_ON_NODE": "1"}
+NODE = {"python": "py", "gpus": 1, "nnodes": 3, "master_addr": "10.100.0.1", "master_port": "1234"}
 
 
 def test_node_zero_serves_and_the_others_are_headless():
-    head = vllm.node_command(["/m", "--max-num-seqs", "4"], {**ENV, "NODE_RANK": "0"},
-                             python="py", port=8001)
+    head = vllm.node_command(["/m", "--max-num-seqs", "4"], rank=0, port=8001, **NODE)
     assert head == ["py", "-m", "vllm.entrypoints.cli.main", "serve", "/m", "--max-num-seqs", "4",
                     "--tensor-parallel-size", "1", "--pipeline-parallel-size", "3",
                     "--nnodes", "3", "--node-rank", "0", "--master-addr", "10.100.0.1",
                     "--master-port", "1234", "--port", "8001"]
-    worker = vllm.node_command(["/m"], {**ENV, "NODE_RANK": "2"}, python="py", port=None)
+    worker = vllm.node_command(["/m"], rank=2, port=None, **NODE)
     assert worker[-9:] == ["--nnodes", "3", "--node-rank", "2", "--master-addr", "10.100.0.1",
                            "--master-port", "1234", "--headless"]
     assert "--port" not in worker
 
 
 def test_given_layout_is_kept_and_one_node_needs_no_multi_node_flags():
-    cmd = vllm.node_command(["/m", "--tensor-parallel-size", "2", "-pp", "1"],
-                            {"MASTER_ADDR": "a", "MASTER_PORT": "1", "SLURM_NNODES": "1"},
-                            python="py", port=8000)
+    cmd = vllm.node_command(["/m", "--tensor-parallel-size", "2", "-pp", "1"], python="py",
+                            gpus=1, nnodes=1, rank=0, master_addr="a", master_port="1", port=8000)
     assert cmd.count("--tensor-parallel-size") == 1 and "--pipeline-parallel-size" not in cmd
     assert "--nnodes" not in cmd and "--headless" not in cmd
+
+
+def test_node_main_reads_the_ranks_through_the_launchers_reader(capsys):
+    env = {"MASTER_ADDR": "a", "MASTER_PORT": "1", "SLURM_PROCID": "0"}  # not a Slurm task
+    assert vllm.node_main(["--", "/m"], env) == 2
+    assert "SLURM_JOB_ID: is not set" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("env, n", [({"SLURM_GPUS_ON_NODE": "4"}, 4),
@@ -233,7 +238,7 @@ def test_endpoint_file_without_a_record(tmp_path):
 def test_record_endpoint_command(isolated):
     path = runs.new_run_path("vllm")
     run = runs.create(path, "#!/bin/bash\n", {}, {}, {"kind": "vllm"})
-    r = subprocess.run([sys.executable, "-m", "hpcjobs.kinds.vllm", "record-endpoint",
+    r = subprocess.run([sys.executable, "-m", "hpcjobs.runners.vllm", "record-endpoint",
                         "http://h:8000/", "--model", "m"], capture_output=True, text=True,
                        env={**os.environ, "HPCJOBS_RUN_DIR": str(path)}, cwd=ROOT)
     assert r.returncode == 0, r.stderr
@@ -279,7 +284,7 @@ def test_ray_backend_is_refused_on_cpu_nodes_unless_only_the_cluster_is_asked(is
 
 @pytest.mark.parametrize("port", [1024, 10001, 10002, 16276, 19999, 20002, 32767])
 def test_ray_worker_ports_never_hold_the_gcs_port(port):
-    a = vllm.ray_worker_ports(port)
+    a = rayrun.ray_worker_ports(port)
     lo, hi = int(a[1]), int(a[3])
     assert not lo <= port <= hi and hi - lo > 5000
 
@@ -298,6 +303,6 @@ Recent failures:
 
 
 def test_ray_active_nodes_reads_ray_status():
-    assert len(vllm.ray_active_nodes(RAY_STATUS)) == 2
-    assert vllm.ray_active_nodes("") == []
-    assert vllm.ray_active_nodes("Active:\n (no active nodes)\nPending:\n") == []
+    assert len(rayrun.ray_active_nodes(RAY_STATUS)) == 2
+    assert rayrun.ray_active_nodes("") == []
+    assert rayrun.ray_active_nodes("Active:\n (no active nodes)\nPending:\n") == []

@@ -51,7 +51,7 @@ def test_not_editable_and_templates_found(installed):
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("#!/bin/bash") and "-m hpcjobs.launch" in r.stdout
     loc = subprocess.run([str(env_dir / "bin" / "python"), "-c",
-                          "import hpcjobs.render as r; print(r._templates_dir())"],
+                          "import hpcjobs.rendering as r; print(r._templates_dir())"],
                          capture_output=True, text=True, cwd=base)
     assert str(env_dir) in loc.stdout and str(ROOT) not in loc.stdout, loc.stdout
 

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-# Not `from hpcjobs import plan`: hpcjobs/__init__ lazily exports api.plan under that name.
-import hpcjobs.plan as plan
+import hpcjobs.planner as plan
 from hpcjobs import api, kinds, models
 from hpcjobs.cluster import builtin, builtin_text, load_file
 from hpcjobs.errors import BadInput
@@ -338,7 +337,7 @@ def test_shared_options():
 
 
 def test_plan_module_imports_nothing_heavy():
-    code = ("import sys, hpcjobs.plan, hpcjobs.models; "
+    code = ("import sys, hpcjobs.planner, hpcjobs.models; "
             "bad = {'torch', 'numpy', 'jinja2', 'click', 'vllm'} & set(sys.modules); "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -15,7 +15,7 @@ import textwrap
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, unchecked
 
 
 def run(code: str, env: dict | None = None, timeout: float = 30) -> subprocess.CompletedProcess:
@@ -131,14 +131,10 @@ def test_the_program_sees_the_signal_through_the_batch_shells_forwarding(tmp_pat
     'step' (the program itself here, in place of srun) gets the signal the batch shell got,
     checkpoints, exits 0, and hpcjobs_finish says it would requeue (HPCJOBS_REQUEUE=0: it
     only reports)."""
-    from hpcjobs import kinds
-    from hpcjobs.cluster import builtin
-    from hpcjobs.render import materialize
-    from hpcjobs.spec import JobSpec, validate
+    from hpcjobs.rendering import materialize
+    from hpcjobs.spec import JobSpec
 
-    spec = validate(JobSpec(kind="mpi", program=["x"]), builtin())
-    spec.options = kinds.get("mpi").defaults()
-    script = materialize(spec, builtin()).script
+    script = materialize(unchecked(JobSpec(kind="mpi", program=["x"]))).script
     start = script.index("# --- run a job step")
     funcs = script[start:script.index("hpcjobs_step --mpi")]
     ready = tmp_path / "ready"

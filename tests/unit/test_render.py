@@ -6,11 +6,11 @@ import subprocess
 import pytest
 
 from hpcjobs import kinds
-from hpcjobs.cluster import builtin, load_file
+from hpcjobs.cluster import load_file
 from hpcjobs.errors import BadInput
-from hpcjobs.render import direct_script, materialize, sbatch_value
-from hpcjobs.spec import JobSpec, validate
-from tests.conftest import FIXTURES, ROOT
+from hpcjobs.rendering import direct_script, materialize, sbatch_value
+from hpcjobs.spec import JobSpec
+from tests.conftest import FIXTURES, ROOT, unchecked
 
 HOSTILE = ["plain", "two words", "$(touch /tmp/pwned)", "`id`", "it's", 'say "hi"', "a;b|c&d",
            "*", "~", "--leading-dash", "-x", "new\nline", "tab\there", "ünïcödé ✓", "$HOME",
@@ -18,10 +18,7 @@ HOSTILE = ["plain", "two words", "$(touch /tmp/pwned)", "`id`", "it's", 'say "hi
 
 
 def render(kind, cluster=None, **kw):
-    c = cluster or builtin()
-    spec = validate(JobSpec(kind=kind, **kw), c)
-    spec.options = {**kinds.get(kind).defaults(), **spec.options}
-    return materialize(spec, c, run_dir="/tmp/run").script
+    return materialize(unchecked(JobSpec(kind=kind, **kw), cluster), run_dir="/tmp/run").script
 
 
 def bash_n(script: str) -> None:
@@ -120,7 +117,7 @@ def test_cpu_only_partition_gets_one_task_per_node():
 @pytest.mark.parametrize("kind", kinds.names())
 def test_shipped_direct_templates_match_the_generator(kind):
     shipped = (ROOT / "job_templates" / f"{kind}.sbatch").read_text()
-    assert shipped == direct_script(kind), "run: python -m hpcjobs.render"
+    assert shipped == direct_script(kind), "run: python -m hpcjobs.rendering"
     bash_n(shipped)
 
 
