@@ -18,7 +18,7 @@ for d in deepspeed megatron; do
 done
 "$PY" -c "import torch; print('torch', torch.__version__, 'NCCL', '.'.join(map(str, torch.cuda.nccl.version())),
       torch.cuda.device_count(), 'x', torch.cuda.get_device_name(0))"
-"$PY" -c "import json; from hpcjobs.kinds.deepspeed import build_config
+"$PY" -c "import json; from hpcjobs.runners.deepspeed import build_config
 json.dump(build_config(precision='bf16'), open('/tmp/ds_bf16.json', 'w'))"
 ea() { "$PY" benchmarks/exit_aborts.py --runs "$RUNS" --ranks 2 "$@"; }
 HPCJOBS_KIND=deepspeed ea --plain-exit -- examples/ds_zero3.py --steps 3 --ds-config /tmp/ds_bf16.json

@@ -7,7 +7,7 @@ and the peak GPU memory of each run, and a Markdown table for docs/benchmarks.md
     python tests/gpu/test_deepspeed_gpu.py --runs none      # one configuration
     python -m pytest -q tests/gpu/test_deepspeed_gpu.py     # the same, as a test (marked gpu)
 
-Each run uses the kind's own config generator (``python -m hpcjobs.kinds.deepspeed
+Each run uses the kind's own config generator (``python -m hpcjobs.runners.deepspeed
 --write-config``) and examples/ds_zero3.py, exactly what a `deepspeed` job runs per task.
 """
 
@@ -77,7 +77,7 @@ def task_env(rank: int, nprocs: int, job_id: int, cfg: Path) -> dict:
 def run(name: str, gen_args: list[str], nprocs: int, steps: int, workdir: Path, job_id: int,
         extra: list[str], precision: str = "bf16") -> dict:
     cfg = workdir / f"ds_config-{name}.json"
-    subprocess.run([sys.executable, "-m", "hpcjobs.kinds.deepspeed", "--write-config", str(cfg),
+    subprocess.run([sys.executable, "-m", "hpcjobs.runners.deepspeed", "--write-config", str(cfg),
                     "--precision", precision, "--micro-batch", "8", *gen_args], check=True, cwd=ROOT)
     cmd = [sys.executable, "-m", "hpcjobs.launch", "--", sys.executable,
            str(ROOT / "examples" / "ds_zero3.py"), "--steps", str(steps), *MODEL, *extra]
