@@ -28,6 +28,10 @@ SIGNALS = ("USR1", "USR2", "TERM", "INT", "HUP", "URG")
 # Default warning signal: not USR1, which some NCCL versions use themselves.
 DEFAULT_SIGNAL = "USR2"
 DEFAULT_SIGNAL_SECONDS = 120
+# Who acts on the warning signal (hpcjobs/launch/signals.py, docs/launch.md): hpcjobs (the
+# program starts with it ignored unless it asks; the batch script requeues) or program (left at
+# its default for the program's own handler, e.g. Lightning's auto-requeue, which requeues itself).
+SIGNAL_HANDLERS = ("hpcjobs", "program")
 
 
 @dataclass
@@ -50,6 +54,7 @@ class JobSpec:
     after: list[str] = field(default_factory=list)
     signal: str = DEFAULT_SIGNAL
     signal_seconds: int = DEFAULT_SIGNAL_SECONDS
+    signal_handler: str = "hpcjobs"  # hpcjobs | program: see SIGNAL_HANDLERS
     requeue: bool = False
     nccl_debug: bool = False
     python: str = "python3"  # interpreter the job uses for `-m hpcjobs.launch` and .py programs
@@ -190,6 +195,10 @@ def validate(spec: JobSpec, cluster: Cluster) -> JobSpec:
 
     if s.signal not in SIGNALS:
         raise BadInput("--signal", f"{s.signal!r} is not supported", f"use one of {', '.join(SIGNALS)}")
+    if s.signal_handler not in SIGNAL_HANDLERS:
+        raise BadInput("--signal-handler", f"{s.signal_handler!r} is not supported",
+                       "use hpcjobs (hpcjobs.preempted() and the batch script's requeue) or program "
+                       "(the program's own handler, e.g. Lightning's auto-requeue)")
     if not 1 <= s.signal_seconds <= 65535:
         raise BadInput("--signal-seconds", f"must be between 1 and 65535, got {s.signal_seconds}",
                        "e.g. --signal-seconds 120")

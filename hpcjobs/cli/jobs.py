@@ -38,6 +38,11 @@ def common_options() -> list[click.Option]:
                  help="Warning signal before the time limit (forwarded to the program)."),
     click.Option(["--signal-seconds"], type=int, default=120, show_default=True,
                  help="Seconds before the limit that the signal comes."),
+    click.Option(["--signal-handler"], type=click.Choice(["hpcjobs", "program"]), default="hpcjobs",
+                 show_default=True,
+                 help="Who acts on the warning signal: hpcjobs (the program starts with it ignored "
+                      "unless it calls hpcjobs.preempted(); the job script requeues) or program (its "
+                      "own handler, e.g. Lightning's auto-requeue: --signal USR1, it requeues itself)."),
     click.Option(["--requeue/--no-requeue"], default=False, show_default=True,
                  help="Requeue after the warning signal or a node failure."),
     click.Option(["--nccl-debug"], is_flag=True, help="NCCL_DEBUG=INFO with INIT,NET,GRAPH."),
@@ -83,7 +88,7 @@ def spec_from(kind, params: dict):
 
 _SPEC_KEYS = {"nodes", "ntasks_per_node", "gpus_per_node", "cpus_per_task", "time", "partition",
               "job_name", "account", "qos", "output_dir", "array", "signal", "signal_seconds",
-              "requeue", "nccl_debug", "chdir"}
+              "signal_handler", "requeue", "nccl_debug", "chdir"}
 
 
 class KindGroup(click.Group):

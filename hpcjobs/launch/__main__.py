@@ -20,7 +20,9 @@ HELP = USAGE + """
 Run as a task of a Slurm job step (srun ... python -m hpcjobs.launch -- PROG ARGS): sets RANK,
 LOCAL_RANK, WORLD_SIZE, LOCAL_WORLD_SIZE, NODE_RANK, MASTER_ADDR, MASTER_PORT from SLURM_*,
 OMP_NUM_THREADS from the task's CPUs, the NCCL/UCX/Open MPI fabric variables from the node's
-sysfs and GPU binding, then execs PROG. Variables already set are kept.
+sysfs and GPU binding, then execs PROG. Variables already set are kept. The job's warning
+signal (HPCJOBS_SIGNAL) starts ignored, or at its default with HPCJOBS_SIGNAL_HANDLER=program
+(for a program whose framework handles it, e.g. Lightning's auto-requeue).
 
   --dry-run        print the variables it would add (sorted KEY=VALUE) and exit
   --explain        print each variable, its value and the reason (stderr; stdout with --dry-run)
@@ -88,23 +90,6 @@ def port_taken(port: int, host: str = "") -> str | None:
     return None
 
 
-def _ignore_warning_signal(name: str | None) -> None:
-    """Start the program with the job's warning signal ignored (the disposition survives exec).
-
-    The batch script forwards the signal (default USR2) to every task shortly before the time
-    limit; a program that never asked for it (``hpcjobs.preempted()`` installs a handler) would
-    otherwise be killed by it minutes before its time is up. A program that wants it installs
-    its own handler, which replaces the ignore.
-    """
-    if not name:
-        return
-    import signal
-
-    sig = getattr(signal, "SIG" + name.upper().removeprefix("SIG"), None)
-    if isinstance(sig, signal.Signals) and sig not in (signal.SIGKILL, signal.SIGSTOP):
-        signal.signal(sig, signal.SIG_IGN)
-
-
 def main(argv: list[str] | None = None, env: dict | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     env = os.environ if env is None else env
@@ -121,6 +106,7 @@ def main(argv: list[str] | None = None, env: dict | None = None) -> int:
         err(f"hpcjobs.launch: PROG: missing; {USAGE}\n")
         return 2
 
+    from hpcjobs.launch import signals
     from hpcjobs.launch.environment import build, dry_run, explain
 
     try:
@@ -145,7 +131,7 @@ def main(argv: list[str] | None = None, env: dict | None = None) -> int:
             return 2
     new_env = dict(env)
     new_env.update(task.additions())
-    _ignore_warning_signal(env.get("HPCJOBS_SIGNAL"))
+    signals.apply(task.warning_signal)  # ignored, or default for the program's own handler
     sys.stdout.flush()
     sys.stderr.flush()
     try:

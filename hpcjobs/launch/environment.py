@@ -8,7 +8,7 @@ already set (by the user, the batch script or Slurm) is kept: the user wins.
 from __future__ import annotations
 
 from hpcjobs.errors import BadInput
-from hpcjobs.launch import fabric, frameworks, gpus, profile, slurmenv, threads
+from hpcjobs.launch import fabric, frameworks, gpus, profile, signals, slurmenv, threads
 
 _TRUE = ("1", "true", "yes", "on")
 
@@ -19,7 +19,8 @@ class TaskEnv:
 
     (Named for what it is; hpcjobs.planner's ``Plan`` is the job-level fit check.)"""
 
-    __slots__ = ("added", "check_port", "env", "kept", "notes", "profile", "step", "warnings")
+    __slots__ = ("added", "check_port", "env", "kept", "notes", "profile", "step", "warning_signal",
+                 "warnings")
 
     def __init__(self, env: dict) -> None:
         self.env = env
@@ -30,6 +31,8 @@ class TaskEnv:
         self.step: slurmenv.Step | None = None
         self.profile: profile.Profile | None = None
         self.check_port: int | None = None
+        # (signal number, "hpcjobs" or "program", why): the disposition the program starts with.
+        self.warning_signal: tuple[int, str, str] | None = None
 
     def add(self, key: str, value: str, why: str) -> None:
         if key in self.env:
@@ -56,6 +59,7 @@ def build(env: dict, *, nccl_debug: bool = False, framework: str | None = None) 
     task = TaskEnv(env)
     root = env.get("HPCJOBS_SYSFS_ROOT") or "/"
     hooks, hooks_why = frameworks.select(framework, env)  # bad --framework fails before anything
+    task.warning_signal = signals.warning_signal(env)
     step = task.step = slurmenv.read(env)
     src = step.source
 
@@ -116,9 +120,9 @@ def build(env: dict, *, nccl_debug: bool = False, framework: str | None = None) 
     task.extend(fvars)
     task.notes.append(f"framework hooks: {', '.join(hooks)} ({hooks_why})")
     task.notes += fnotes
-    if "HPCJOBS_SIGNAL" in env:
-        task.notes.append(f"HPCJOBS_SIGNAL={env['HPCJOBS_SIGNAL']} passed through: "
-                          "hpcjobs.preempted() in the program listens for it")
+    if task.warning_signal:
+        task.notes.append(f"HPCJOBS_SIGNAL={env['HPCJOBS_SIGNAL']} passed through (the job's warning "
+                          f"signal before its time limit); {task.warning_signal[2]}")
     return task
 
 
