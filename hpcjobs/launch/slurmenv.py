@@ -31,6 +31,13 @@ STEP_SLOTS = 16
 
 USAGE_FIX = "run the launcher as a task of a job step: srun python -m hpcjobs.launch -- PROG ARGS"
 
+# Where each count comes from, the step's own value first (docs/launch.md and docs/train.md
+# list them; a unit test keeps the docs in step with these).
+WORLD_SIZE_FROM = ("SLURM_STEP_NUM_TASKS", "SLURM_NTASKS", "SLURM_NPROCS")
+NNODES_FROM = ("SLURM_STEP_NUM_NODES", "SLURM_NNODES", "SLURM_JOB_NUM_NODES")
+TASKS_PER_NODE_FROM = ("SLURM_STEP_TASKS_PER_NODE", "SLURM_TASKS_PER_NODE")
+NODELIST_FROM = ("SLURM_STEP_NODELIST", "SLURM_JOB_NODELIST", "SLURM_NODELIST")
+
 
 class Step:
     """What one task knows about its step. A plain class: dataclasses costs ~7 ms to import."""
@@ -168,13 +175,13 @@ def read(env: dict) -> Step:
     local_rank = _int("SLURM_LOCALID", _pick(env, "SLURM_LOCALID")[1])
     node_rank = _int("SLURM_NODEID", _pick(env, "SLURM_NODEID")[1])
     # The step's values where srun set them, else the job's (srun --preserve-env keeps those).
-    ws_name, ws = _pick(env, "SLURM_STEP_NUM_TASKS", "SLURM_NTASKS", "SLURM_NPROCS")
+    ws_name, ws = _pick(env, *WORLD_SIZE_FROM)
     world = _int(ws_name, ws)
-    nn_name, nn = _pick(env, "SLURM_STEP_NUM_NODES", "SLURM_NNODES", "SLURM_JOB_NUM_NODES")
+    nn_name, nn = _pick(env, *NNODES_FROM)
     nnodes = _int(nn_name, nn)
-    tpn_name, tpn = _pick(env, "SLURM_STEP_TASKS_PER_NODE", "SLURM_TASKS_PER_NODE")
+    tpn_name, tpn = _pick(env, *TASKS_PER_NODE_FROM)
     per_node = tasks_per_node(tpn, tpn_name)
-    nl_name, nodelist = _pick(env, "SLURM_STEP_NODELIST", "SLURM_JOB_NODELIST", "SLURM_NODELIST")
+    nl_name, nodelist = _pick(env, *NODELIST_FROM)
 
     if world < 1:
         raise BadInput(ws_name, f"is {world}; a step has at least one task")

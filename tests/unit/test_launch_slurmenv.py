@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import hostlist
 import pytest
 from hypothesis import given
@@ -9,7 +11,7 @@ from hypothesis import strategies as st
 
 from hpcjobs.errors import BadInput
 from hpcjobs.launch import environment, slurmenv
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, ROOT
 
 ENVS = FIXTURES / "slurmenv"
 NO_RDMA = FIXTURES / "sysfs" / "no-rdma"
@@ -119,6 +121,20 @@ def test_step_values_win_over_job_values(base):
     assert raw["SLURM_JOB_NUM_NODES"] == "3" and raw["SLURM_NODELIST"] == "node[1-3]"
     step = slurmenv.read(raw)
     assert (step.nnodes, step.world_size, step.source["nodelist"]) == (2, 2, "SLURM_STEP_NODELIST")
+
+
+@pytest.mark.parametrize("doc", ["launch.md", "train.md"])
+def test_docs_name_the_variables_the_code_reads(doc):
+    """WORLD_SIZE and LOCAL_WORLD_SIZE rows of the docs' tables: the step's value first, then the
+    job's, as slurmenv reads them (issue 11.21: train.md said SLURM_NTASKS)."""
+    text = (ROOT / "docs" / doc).read_text()
+    for var, sources in (("WORLD_SIZE", slurmenv.WORLD_SIZE_FROM[:2]),
+                         ("LOCAL_WORLD_SIZE", slurmenv.TASKS_PER_NODE_FROM)):
+        row = next(ln for ln in text.splitlines()
+                   if ln.startswith("|") and f"`{var}`" in ln.split("|")[1])
+        named = [n for n in re.findall(r"`(SLURM_[A-Z_]+)`", row.split("|", 2)[2])
+                 if n in (*slurmenv.WORLD_SIZE_FROM, *slurmenv.TASKS_PER_NODE_FROM)]
+        assert named == list(sources), (doc, row)
 
 
 # --- hand-written forms ------------------------------------------------------------------------
