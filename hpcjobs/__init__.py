@@ -1,28 +1,33 @@
 """hpcjobs: Slurm jobs that are right for the hardware.
 
 This module stays tiny: ``python -m hpcjobs.launch`` imports it on every task of every job,
-so the public API (``hpcjobs.api``) is loaded only when one of its names is first used.
+so each public name is loaded from its module only when it is first used (hpcjobs.lazy).
+The public names are exactly those of docs/api.md (tests/unit/test_public_api.py checks).
 """
 
 __version__ = "0.1.0"
 
-_API = {
-    "JobSpec", "load_cluster", "render", "submit", "status", "wait", "cancel",
-    "logs", "Cluster", "Run", "JobStatus",
+# public name -> the module that defines it
+_PUBLIC = {
+    **dict.fromkeys(("Cluster", "JobSpec", "JobStatus", "Prepared", "Run", "Submission", "cancel",
+                     "load_cluster", "logs", "plan", "prepare", "queue", "render", "status",
+                     "submit", "wait"), "hpcjobs.api"),
+    "preempted": "hpcjobs.preempt",
+    "finish": "hpcjobs.shutdown",
 }
+__all__ = sorted(_PUBLIC)  # noqa: PLE0605 (built from the table above)
 
 
 def __getattr__(name: str):
-    if name in _API:
-        from hpcjobs import api
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hpcjobs' has no attribute {name!r}")
+    from hpcjobs.lazy import load
 
-        return getattr(api, name)
-    if name == "preempted":
-        from hpcjobs.preempt import preempted
+    value = load(f"{module}:{name}")
+    globals()[name] = value  # later look-ups skip this function
+    return value
 
-        return preempted
-    if name == "finish":
-        from hpcjobs.shutdown import finish
 
-        return finish
-    raise AttributeError(f"module 'hpcjobs' has no attribute {name!r}")
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_PUBLIC})

@@ -137,7 +137,7 @@ class ProfileError(BadInput):
 
 
 def _expand(hl: str) -> list[str]:
-    import hostlist  # keeps Slurm's order, unlike ClusterShell (see FACTS.md)
+    import hostlist  # keeps Slurm's order (expand_hostlist sort=False); ClusterShell's NodeSet sorts
 
     try:
         return hostlist.expand_hostlist(hl)

@@ -68,7 +68,7 @@ class Site:
 
 def _collect(names: list[str]) -> str:
     """A Slurm host list for ``names`` that expands back in the same order."""
-    import hostlist  # python-hostlist (FACTS.md); its collect_hostlist sorts, so check
+    import hostlist  # python-hostlist; its collect_hostlist sorts, so check
 
     def ok(chunk: list[str]) -> bool:
         return hostlist.expand_hostlist(hostlist.collect_hostlist(chunk)) == chunk

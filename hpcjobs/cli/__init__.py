@@ -15,10 +15,9 @@ from hpcjobs.cli.kit import CONTEXT
 
 
 class LazyGroup(click.Group):
-    """The top-level group: each command is "module:attribute", imported on first use.
-
-    The one lazy-loading mechanism of the CLI; a new command adds one line to ``lazy``.
-    """
+    """The top-level group: each command is "module:attribute", imported on first use
+    (hpcjobs.lazy, as the package's public names and the kinds are). A new command adds one line
+    to ``lazy``."""
 
     lazy: ClassVar[dict[str, str]] = {
         "submit": "hpcjobs.cli.jobs:submit",
@@ -39,13 +38,10 @@ class LazyGroup(click.Group):
         return sorted(self.lazy)
 
     def get_command(self, ctx, name):
-        import importlib
+        from hpcjobs.lazy import load
 
         target = self.lazy.get(name)
-        if not target:
-            return None
-        module, attr = target.split(":")
-        return getattr(importlib.import_module(module), attr)
+        return load(target) if target else None
 
 
 @click.group(cls=LazyGroup, context_settings=CONTEXT)

@@ -3,7 +3,8 @@
 A node can be "up" in Slurm and still run every NCCL job over TCP sockets (5x slower, silently)
 because an InfiniBand port is down, nvidia-peermem is not loaded or a stale ``NCCL_*`` variable
 is exported. Each check reads what the node really has (sysfs, a few commands), compares it with
-the cluster profile and FACTS.md, and reports pass / warn / fail (or skip, when it does not apply)
+the cluster profile and the upstream rules each check cites (NCCL's source, the kernel's sysfs ABI,
+the Slurm FAQ), and reports pass / warn / fail (or skip, when it does not apply)
 with the evidence it saw and the fix.
 
 Modules: ``host`` (what the checks read: :class:`Host`), ``parse`` (command output), ``result``

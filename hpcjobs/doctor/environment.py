@@ -1,5 +1,8 @@
-"""Environment checks: NCCL / UCX / Open MPI variables that contradict FACTS.md or this node's
-fabric (the old guide's settings, debug left on, devices the node does not have)."""
+"""Environment checks: NCCL / UCX / Open MPI variables that contradict NCCL's and Open MPI's own
+rules or this node's fabric (the old guide's settings, debug left on, devices the node does not
+have). The sources: NCCL src/transport/net_ib (GID index only on RoCE, NCCL_IB_DISABLE default
+0, NCCL_IB_HCA syntax), NCCL's environment docs (NCCL_DEBUG), docs.open-mpi.org v5.0.x (no openib
+BTL, no vader)."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from hpcjobs.launch.fabric import Port, ipv4_mapped
 
 
 def check_environment(ctx: Context) -> list[Check]:
-    """Variables that contradict FACTS.md (the old guide's settings, debug left on)."""
+    """Variables that contradict the sources above (the old guide's settings, debug left on)."""
     env, out = ctx.host.env, []
     port = ctx.usable_port
     native_ib = port is not None and port.link_layer == "InfiniBand"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-PASS, WARN, FAIL, SKIP = "pass", "warn", "fail", "skip"
+from hpcjobs.outcome import FAIL, PASS, SKIP, WARN  # noqa: F401 (re-exported)
 
 
 @dataclass

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import importlib
-
 from hpcjobs.errors import BadInput
+from hpcjobs.lazy import load
 
-# name -> module; each module defines KIND, an instance of hpcjobs.kinds.base.Kind.
+# name -> "module:KIND"; each module defines KIND, an instance of hpcjobs.kinds.base.Kind.
 KINDS: dict[str, str] = {
-    "mpi": "hpcjobs.kinds.mpi",
-    "train": "hpcjobs.kinds.train",
-    "deepspeed": "hpcjobs.kinds.deepspeed",
-    "horovod": "hpcjobs.kinds.horovod",
-    "bench-allreduce": "hpcjobs.kinds.bench_allreduce",
-    "bench-mpi": "hpcjobs.kinds.bench_mpi",
-    "megatron": "hpcjobs.kinds.megatron",
-    "vllm": "hpcjobs.kinds.vllm",
+    "mpi": "hpcjobs.kinds.mpi:KIND",
+    "train": "hpcjobs.kinds.train:KIND",
+    "deepspeed": "hpcjobs.kinds.deepspeed:KIND",
+    "horovod": "hpcjobs.kinds.horovod:KIND",
+    "bench-allreduce": "hpcjobs.kinds.bench_allreduce:KIND",
+    "bench-mpi": "hpcjobs.kinds.bench_mpi:KIND",
+    "megatron": "hpcjobs.kinds.megatron:KIND",
+    "vllm": "hpcjobs.kinds.vllm:KIND",
 }
 
 
@@ -29,4 +28,4 @@ def get(name: str):
     except KeyError:
         raise BadInput("KIND", f"unknown job kind {name!r}",
                        f"use one of: {', '.join(KINDS)}") from None
-    return importlib.import_module(module).KIND
+    return load(module)

@@ -8,12 +8,16 @@ rate; the JSON (and PNG) land in the output directory (the run record's by defau
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from hpcjobs.bench.report import parse_size
 from hpcjobs.cluster import Cluster
 from hpcjobs.errors import BadInput
 from hpcjobs.kinds.base import Kind, Option
-from hpcjobs.prepared import Prepared
 from hpcjobs.spec import JobSpec
+
+if TYPE_CHECKING:
+    from hpcjobs.prepared import Prepared
 
 
 class BenchAllreduceKind(Kind):

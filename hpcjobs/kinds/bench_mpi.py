@@ -7,14 +7,18 @@ verdict holds the bandwidth at the largest size against the profile's line rate.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from hpcjobs.bench.report import parse_size
 from hpcjobs.cluster import Cluster
 from hpcjobs.errors import BadInput
 from hpcjobs.kinds.base import Kind, Option
 from hpcjobs.kinds.bench_allreduce import check_no_program, link_args
 from hpcjobs.kinds.mpi import MpiKind
-from hpcjobs.prepared import Prepared
 from hpcjobs.spec import JobSpec
+
+if TYPE_CHECKING:
+    from hpcjobs.prepared import Prepared
 
 
 class BenchMpiKind(Kind):

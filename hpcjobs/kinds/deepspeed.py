@@ -18,18 +18,22 @@ fp16 with dynamic loss scaling below it (the V100S has no bf16), fp32 on CPU-onl
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import json
 import os
 
 from hpcjobs.cluster import Cluster
 from hpcjobs.errors import BadInput
 from hpcjobs.kinds.base import Kind, Option
-from hpcjobs.prepared import Prepared
 from hpcjobs.runners.deepspeed import (ADAMS, CONFIG_NAME, DEFAULTS, OFFLOAD_DEVICES, PRECISIONS,
                                        build_config)
 from hpcjobs.spec import JobSpec
 
 import hpcjobs.planner as _plan  # the ZeRO-3 memory plan (with --model)
+
+if TYPE_CHECKING:
+    from hpcjobs.prepared import Prepared
 
 
 # Options that shape the generated config; with --ds-config they would be silently ignored.
@@ -77,6 +81,16 @@ def _read_user_config(path: str) -> dict:
 
 def _enabled(section) -> bool:
     return isinstance(section, dict) and section.get("enabled") in (True, "true", "auto")
+
+
+def _deepspeed_support(hw, model) -> _plan.PlanCheck:
+    return _plan.PlanCheck("framework", _plan.PASS, f"DeepSpeed ZeRO on CC {hw.cc[0]}.{hw.cc[1]}" +
+                           (" (fp16 with dynamic loss scaling)" if hw.cc < (8, 0) else ""),
+                           source="DeepSpeed config-json docs (fp16 / bf16 blocks)")
+
+
+# The planner's rules for DeepSpeed: ZeRO shards the model states over data parallelism.
+DEEPSPEED = _plan.Framework("deepspeed", support=_deepspeed_support, zero=True)
 
 
 class DeepSpeedKind(Kind):
@@ -162,7 +176,7 @@ class DeepSpeedKind(Kind):
         names = {"tp": "--offload-optimizer", "pp": "--offload-optimizer",
                  "offload": "--offload-optimizer", "micro_batch_size": "--micro-batch",
                  "dtype": "--precision"}
-        return _plan.training_from_spec(spec, cluster, framework="deepspeed", tp=1, pp=1, cp=1,
+        return _plan.training_from_spec(spec, cluster, framework=DEEPSPEED, tp=1, pp=1, cp=1,
                                         dtype=dtype, micro_batch_size=s["micro_batch"],
                                         zero_stage=3, offload=offload, names=names,
                                         render=_render_suggestion)

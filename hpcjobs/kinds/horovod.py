@@ -11,11 +11,17 @@ horovodrun rendezvous for Gloo's own controller, and Gloo tensor operations unde
 controller crash 0.28.1 (segmentation fault in GlooAllreduce, seen on the sandbox).
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from hpcjobs.cluster import Cluster
 from hpcjobs.errors import BadInput
 from hpcjobs.kinds.base import Kind, Option
-from hpcjobs.prepared import Prepared
 from hpcjobs.spec import JobSpec
+
+if TYPE_CHECKING:
+    from hpcjobs.prepared import Prepared
 
 
 class HorovodKind(Kind):

@@ -30,6 +30,8 @@ where no cluster profile is rendered in: the GPUs of the node decide (nvidia-smi
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import os
 
 import hpcjobs.planner as planmod
@@ -37,11 +39,13 @@ from hpcjobs.cluster import Cluster
 from hpcjobs.errors import BadInput
 from hpcjobs.kinds.base import Kind, Option
 from hpcjobs.models import ModelShape
-from hpcjobs.prepared import Prepared
 from hpcjobs.runners.megatron import (PRETRAIN, MegatronArgs, additions, args_dtype,
                                       check_required, check_transformer_impl, is_pretrain,
                                       precision_for, script_args)
 from hpcjobs.spec import JobSpec
+
+if TYPE_CHECKING:
+    from hpcjobs.prepared import Prepared
 
 def shape_from_args(args: MegatronArgs) -> tuple[ModelShape, list[str]]:
     """The model shape pretrain_gpt.py will build, with the assumptions made reading it."""
@@ -65,6 +69,27 @@ def shape_from_args(args: MegatronArgs) -> tuple[ModelShape, list[str]]:
         tie_word_embeddings=not args.has("--untie-embeddings-and-output-weights"),
         gated_mlp=swiglu, source="pretrain_gpt.py arguments")
     return shape, notes
+
+
+def _megatron_support(hw, model) -> planmod.PlanCheck:
+    cc = f"{hw.cc[0]}.{hw.cc[1]}"
+    src = ("Transformer Engine requires CC >= 8.0 (TE install docs); megatron arguments.py "
+           "--transformer-impl local; grouped GEMM needs CC >= 8.0")
+    if hw.cc < (8, 0):
+        moe = "; MoE without grouped GEMM" if model.num_experts > 1 else ""
+        return planmod.PlanCheck("framework", planmod.WARN, f"CC {cc}: no Transformer Engine: "
+                                 f"--transformer-impl local, --fp16, no FlashAttention{moe}", source=src)
+    return planmod.PlanCheck("framework", planmod.PASS,
+                             f"Megatron-Core with Transformer Engine on CC {cc}", source=src)
+
+
+# The planner's rules for Megatron: TP defaults to a node's GPUs, layers divide into PP stages,
+# the (distributed) optimizer holds the model states, and the attention is fused only with
+# Transformer Engine (CC >= 8.0; below it --transformer-impl local stores the s x s scores).
+MEGATRON = planmod.Framework(
+    "megatron", support=_megatron_support, tp_per_node=True, layers_divide_pp=True,
+    fused_attention=lambda hw: hw.cc is not None and hw.cc >= (8, 0),
+    names=planmod.MEGATRON_NAMES, render=planmod.megatron_render)
 
 
 class MegatronKind(Kind):
@@ -168,19 +193,18 @@ class MegatronKind(Kind):
             rg = args.values.get("--recompute-granularity") or "none"
             seq = args.int("--seq-length") or o.get("seq_length") or shape.max_position_embeddings
             p = planmod.check_training(
-                spec, cluster, shape, framework="megatron", tp=tp, pp=pp, cp=cp or 1,
+                spec, cluster, shape, framework=MEGATRON, tp=tp, pp=pp, cp=cp or 1,
                 dtype=args_dtype(args, o.get("dtype") or "auto"), seq_length=seq,
                 micro_batch_size=args.int("--micro-batch-size") or 1,
                 recompute=rg if rg in planmod.RECOMPUTE else "none",
                 distributed_optimizer=args.has("--use-distributed-optimizer"),
                 sequence_parallel=args.has("--sequence-parallel"),
-                allow_cross_node_tp=bool(o.get("allow_cross_node_tp")),
-                names=planmod.MEGATRON_NAMES, render=planmod.megatron_render)
+                allow_cross_node_tp=bool(o.get("allow_cross_node_tp")))
             p.assumptions += notes
             return p
         if not o.get("model"):
             return None
-        return planmod.training_from_spec(spec, cluster, framework="megatron")
+        return planmod.training_from_spec(spec, cluster, framework=MEGATRON)
 
     # -- what the template gets ------------------------------------------------------------
 

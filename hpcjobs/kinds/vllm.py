@@ -32,15 +32,19 @@ runs on every node of the job.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import os
 
 import hpcjobs.planner as planmod
 from hpcjobs.cluster import Cluster
 from hpcjobs.errors import BadInput
 from hpcjobs.kinds.base import Kind, Option
-from hpcjobs.prepared import Prepared
 from hpcjobs.runners.vllm import BACKENDS, DEFAULT_PORT, HEALTH_TIMEOUT
 from hpcjobs.spec import JobSpec
+
+if TYPE_CHECKING:
+    from hpcjobs.prepared import Prepared
 
 
 # Options hpcjobs itself passes to `vllm serve`: given among the program arguments they would
@@ -54,6 +58,45 @@ _OWNED = {
     "--max-model-len": "--max-model-len", "--quantization": "--quantization", "-q": "--quantization",
     "--gpu-memory-utilization": "--gpu-memory-utilization",
 }
+
+
+# --- the serving engines' rules for the planner ------------------------------------------------
+
+def _vllm_support(hw, model) -> planmod.PlanCheck:
+    cc = f"{hw.cc[0]}.{hw.cc[1]}"
+    src = ("docs.vllm.ai v0.14.0 install: CC >= 7.0, CUDA 12.8 binaries; v0.21.0+: CC >= 7.5, "
+           "CUDA 12.9/13.0; CMakeLists.txt keeps sm_70 only for CUDA < 12.8; vllm#39878; "
+           "V1 on CC < 8.0 since 0.10.2 (vllm#23614, #24022)")
+    if hw.cc < (7, 0):
+        return planmod.PlanCheck("framework", planmod.WARN, f"no vLLM wheel has kernels for CC {cc}; "
+                                 "a source build may run (vllm#963), unsupported", source=src)
+    if hw.cc < (7, 5):
+        return planmod.PlanCheck(
+            "framework", planmod.WARN,
+            f"current vLLM wheels need CC >= 7.5 ({hw.model} is {cc}): use vLLM "
+            "0.10.2-0.14.x (the last releases documenting CC 7.0; their torch 2.8/2.9 "
+            "cu128 wheels keep sm_70; V1 engine below CC 8.0 since 0.10.2) or <= 0.8.5 "
+            "(torch 2.6, V0 engine), or build a newer release from source with CUDA 12.6, "
+            "torch cu126 and TORCH_CUDA_ARCH_LIST=7.0; always --dtype float16, no "
+            "FlashAttention (not verified on a V100 by hpcjobs)", source=src)
+    return planmod.PlanCheck("framework", planmod.PASS, f"vLLM wheels support CC {cc}", source=src)
+
+
+def _sglang_support(hw, model) -> planmod.PlanCheck:
+    cc = f"{hw.cc[0]}.{hw.cc[1]}"
+    src = ("sglang python/sglang/srt/model_executor/model_runner.py load_model: "
+           "RuntimeError(\"SGLang only supports sm75 and above.\")")
+    if hw.cc < (7, 5):
+        return planmod.PlanCheck("framework", planmod.FAIL, f"SGLang refuses to start below sm75 "
+                                 f"({hw.model} is CC {cc}): serve with vLLM",
+                                 reason=f"SGLang needs sm75+ (GPU is CC {cc})", field="KIND", source=src)
+    return planmod.PlanCheck("framework", planmod.PASS, f"SGLang supports CC {cc}", source=src)
+
+
+VLLM = planmod.Framework("vllm", support=_vllm_support)
+# SGLang has no job kind: the planner compares against it (the old guide served with it on V100s)
+# and, where it cannot start, suggests this kind's vLLM.
+SGLANG = planmod.Framework("sglang", support=_sglang_support, alternative=VLLM)
 
 
 class VllmKind(Kind):
@@ -117,9 +160,9 @@ class VllmKind(Kind):
             # TP given alone (`vllm serve M --tensor-parallel-size 3`, vLLM's PP default 1): the
             # stages are whatever the job's GPUs leave, not one per node on top of TP.
             hw = planmod.hardware(spec, cluster)
-            return planmod.serving_from_spec(spec, cluster, framework="vllm",
+            return planmod.serving_from_spec(spec, cluster, framework=VLLM,
                                              pp=max(1, hw.total // tp))
-        return planmod.serving_from_spec(spec, cluster, framework="vllm")
+        return planmod.serving_from_spec(spec, cluster, framework=VLLM)
 
     def serve_args(self, job: Prepared) -> list[str]:
         """``vllm serve`` arguments of a rendered job: model, the plan's layout, then the user's."""

@@ -10,19 +10,19 @@ from dataclasses import asdict, dataclass, field
 
 from hpcjobs.cluster import Cluster
 from hpcjobs.models import ModelShape
+from hpcjobs.outcome import FAIL, PASS, WARN  # noqa: F401 (PASS: re-exported by the package)
 from hpcjobs.planner.options import NAMES, OPTION_KEYS
 from hpcjobs.spec import JobSpec, validate
 
 GB = 1e9  # decimal GB throughout; a profile's memory_gb is read as 10^9 bytes (conservative)
-PASS, WARN, FAIL = "PASS", "WARN", "FAIL"
 
 DTYPE_BYTES = {"float16": 2, "bfloat16": 2, "float32": 4}
 
 
 @dataclass
-class Check:
+class PlanCheck:
     name: str
-    status: str  # PASS | WARN | FAIL
+    status: str  # pass | warn | fail (hpcjobs.outcome)
     detail: str  # the full line with numbers (text report)
     reason: str = ""  # the compact form joined into Plan.reason (FAIL only)
     field: str | None = None  # the option to blame
@@ -66,7 +66,7 @@ class Plan:
     model: ModelShape
     hardware: Hardware
     params: dict
-    checks: list[Check]
+    checks: list[PlanCheck]
     numbers: dict
     assumptions: list[str] = field(default_factory=list)
     suggestion: str = ""
@@ -79,7 +79,7 @@ class Plan:
         return not any(c.status == FAIL for c in self.checks)
 
     @property
-    def failures(self) -> list[Check]:
+    def failures(self) -> list[PlanCheck]:
         return [c for c in self.checks if c.status == FAIL]
 
     @property
@@ -121,14 +121,14 @@ class Plan:
                       f"{self.numbers.get('dtype', p['dtype'])}; seq-length {p['seq_length']}; "
                       f"micro-batch {p['micro_batch_size']}; recompute {p['recompute']}; "
                       + (f"ZeRO stage {p['zero_stage']}, offload {p['offload']}"
-                         if self.framework == "deepspeed" else
+                         if "zero_stage" in p else
                          f"distributed optimizer {'on' if p['distributed_optimizer'] else 'off'}"))
         lines = [f"{self.framework} {self.mode} plan: {self.model.summary()}",
                  f"on {self.hardware.describe()}",
                  f"layout: {layout}"]
         width = max(len(c.name) for c in self.checks)
         for c in self.checks:
-            lines.append(f"  {c.status}  {c.name.ljust(width)}  {c.detail}")
+            lines.append(f"  {c.status.upper()}  {c.name.ljust(width)}  {c.detail}")
         nfail = len(self.failures)
         nwarn = sum(c.status == WARN for c in self.checks)
         if self.ok:

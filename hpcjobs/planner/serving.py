@@ -1,4 +1,4 @@
-"""Serving rules and memory (vLLM, SGLang): one model across the job's nodes.
+"""Serving rules and memory: one model across the job's nodes (vLLM, SGLang: their kinds' rules).
 
 :func:`check_serving` with explicit values, :func:`serving_from_spec` with the shared options of
 ``spec.options``; the quantization formats vLLM has kernels for, with their sources.
@@ -12,10 +12,11 @@ from dataclasses import dataclass
 from hpcjobs.cluster import Cluster
 from hpcjobs.errors import BadInput
 from hpcjobs.models import ModelShape, resolve
-from hpcjobs.planner.checks import _check_cross_node, _check_dtype, _check_framework, _resolve_dtype
-from hpcjobs.planner.core import (DTYPE_BYTES, FAIL, GB, PASS, WARN, Check, Hardware, Plan, _divisors, _gb,
+from hpcjobs.planner.checks import _check_cross_node, _check_dtype, _resolve_dtype
+from hpcjobs.planner.core import (DTYPE_BYTES, FAIL, GB, PASS, WARN, PlanCheck, Hardware, Plan, _divisors, _gb,
                                _pp_split, hardware)
-from hpcjobs.planner.options import DTYPES, NAMES, QUANTIZATIONS
+from hpcjobs.planner.frameworks import Framework, check_support
+from hpcjobs.planner.options import DTYPES, QUANTIZATIONS
 from hpcjobs.planner.suggest import Render, _suggest
 from hpcjobs.spec import JobSpec
 
@@ -52,9 +53,9 @@ PREFILL_TOKENS = 2048  # tokens of one prefill chunk for the activation allowanc
 MAX_NUM_SEQS = 256  # vLLM's default --max-num-seqs: the sampler's logits on the last stage
 
 
-def _serving_eval(hw: Hardware, model: ModelShape, p: dict, framework: str, names: Mapping
-                  ) -> tuple[list[Check], dict]:
-    checks: list[Check] = []
+def _serving_eval(hw: Hardware, model: ModelShape, p: dict, framework: Framework, names: Mapping
+                  ) -> tuple[list[PlanCheck], dict]:
+    checks: list[PlanCheck] = []
     num: dict = {}
     tp, pp, dp = p["tp"], p["pp"], p["dp"]
     unit = "GPUs" if hw.device == "gpu" else "workers"
@@ -62,20 +63,20 @@ def _serving_eval(hw: Hardware, model: ModelShape, p: dict, framework: str, name
     # world size
     src = "vLLM ParallelConfig: world_size = tensor_parallel_size x pipeline_parallel_size (x DP)"
     if min(tp, pp, dp) < 1:
-        checks.append(Check("world size", FAIL, "TP, PP and DP must be at least 1",
+        checks.append(PlanCheck("world size", FAIL, "TP, PP and DP must be at least 1",
                             field=names["tp"], source=src))
         return checks, num
     need = tp * pp * dp
     if need > hw.total:
-        checks.append(Check("world size", FAIL, f"TP {tp} x PP {pp} x DP {dp} = {need} {unit} > "
+        checks.append(PlanCheck("world size", FAIL, f"TP {tp} x PP {pp} x DP {dp} = {need} {unit} > "
                             f"{hw.total} in the job ({hw.nodes} x {hw.per_node})",
                             reason=f"TP {tp} x PP {pp} x DP {dp} = {need} {unit} > {hw.total}",
                             field=names["tp"] if tp > 1 else names["pp"], source=src))
     elif need < hw.total:
-        checks.append(Check("world size", WARN, f"TP {tp} x PP {pp} x DP {dp} = {need} of "
+        checks.append(PlanCheck("world size", WARN, f"TP {tp} x PP {pp} x DP {dp} = {need} of "
                             f"{hw.total} {unit}: {hw.total - need} stay idle", source=src))
     else:
-        checks.append(Check("world size", PASS, f"TP {tp} x PP {pp} x DP {dp} = {need} {unit} "
+        checks.append(PlanCheck("world size", PASS, f"TP {tp} x PP {pp} x DP {dp} = {need} {unit} "
                             f"({hw.nodes} node{'s' * (hw.nodes != 1)} x {hw.per_node})", source=src))
 
     # heads
@@ -83,29 +84,29 @@ def _serving_eval(hw: Hardware, model: ModelShape, p: dict, framework: str, name
            "divisible by tensor parallel size\"); QKVParallelLinear replicates KV heads when TP > KV heads")
     a, kv = model.num_attention_heads, model.num_kv_heads
     if a % tp:
-        checks.append(Check("heads", FAIL, f"{a} attention heads not divisible by TP {tp} "
+        checks.append(PlanCheck("heads", FAIL, f"{a} attention heads not divisible by TP {tp} "
                             f"(TP that divide {a} within {hw.total} {unit}: {_divisors(a, hw.total)})",
                             reason=f"{a} attention heads not divisible by TP {tp}",
                             field=names["tp"], source=src))
     elif kv % tp and tp % kv:
-        checks.append(Check("heads", FAIL, f"{kv} KV heads: TP {tp} neither divides them nor is a "
+        checks.append(PlanCheck("heads", FAIL, f"{kv} KV heads: TP {tp} neither divides them nor is a "
                             f"multiple of them", reason=f"{kv} KV heads incompatible with TP {tp}",
                             field=names["tp"], source=src))
     else:
         rep = f"; KV heads replicated x{tp // kv}" if tp > kv else ""
-        checks.append(Check("heads", PASS, f"{a} attention / {kv} KV heads over TP {tp}: "
+        checks.append(PlanCheck("heads", PASS, f"{a} attention / {kv} KV heads over TP {tp}: "
                             f"{a // tp} / {max(1, kv // tp)} per {unit[:-1]}{rep}", source=src))
 
     # layers
     src = "vllm/distributed/utils.py get_pp_indices (layers split evenly, remainder allowed)"
     L = model.num_layers
     if pp > L:
-        checks.append(Check("layers", FAIL, f"PP {pp} > {L} layers", field=names["pp"],
+        checks.append(PlanCheck("layers", FAIL, f"PP {pp} > {L} layers", field=names["pp"],
                             reason=f"PP {pp} > {L} layers", source=src))
         split = [1] * L
     else:
         split = _pp_split(L, pp)
-        checks.append(Check("layers", PASS, f"{L} layers over PP {pp}: "
+        checks.append(PlanCheck("layers", PASS, f"{L} layers over PP {pp}: "
                             f"{'/'.join(map(str, split)) if pp <= 8 else f'{min(split)}-{max(split)} each'}",
                             source=src))
 
@@ -121,12 +122,12 @@ def _serving_eval(hw: Hardware, model: ModelShape, p: dict, framework: str, name
     if qname != "none":
         q = QUANTS[qname]
         if bits not in q.bits:
-            checks.append(Check("quantization", FAIL, f"{qname} has no {bits}-bit kernels (bits: "
+            checks.append(PlanCheck("quantization", FAIL, f"{qname} has no {bits}-bit kernels (bits: "
                                 f"{', '.join(map(str, q.bits))})", field=names["quant_bits"],
                                 reason=f"{qname} has no {bits}-bit kernels", source=q.source))
         elif hw.cc is not None and hw.cc < q.min_cc:
             cc = f"{hw.cc[0]}.{hw.cc[1]}"
-            checks.append(Check("quantization", FAIL, f"{qname} kernels need CC >= "
+            checks.append(PlanCheck("quantization", FAIL, f"{qname} kernels need CC >= "
                                 f"{q.min_cc[0]}.{q.min_cc[1]}; {hw.model} is CC {cc} (on Volta use "
                                 "gptq, bitsandbytes or gguf)", field=names["quantization"],
                                 reason=f"{qname} needs CC >= {q.min_cc[0]}.{q.min_cc[1]} (GPU is {cc})",
@@ -135,7 +136,7 @@ def _serving_eval(hw: Hardware, model: ModelShape, p: dict, framework: str, name
             rows = [model.num_attention_heads * model.head_dim // tp, model.moe_intermediate_size // tp]
             bad = [r for r in rows if q.group and r % q.group]
             if bad:
-                checks.append(Check("quantization", FAIL, f"{qname}: input rows per TP rank ({bad[0]})"
+                checks.append(PlanCheck("quantization", FAIL, f"{qname}: input rows per TP rank ({bad[0]})"
                                     f" not a multiple of the group size {q.group} at TP {tp}",
                                     reason=f"{qname} groups of {q.group} do not split over TP {tp}",
                                     field=names["tp"],
@@ -145,7 +146,7 @@ def _serving_eval(hw: Hardware, model: ModelShape, p: dict, framework: str, name
                 extra = ""
                 if dtype == "bfloat16" and qname in ("gptq", "awq", "marlin"):
                     extra = f"; its kernels compute in float16: use {names['dtype']} float16"
-                checks.append(Check("quantization", WARN if extra else PASS,
+                checks.append(PlanCheck("quantization", WARN if extra else PASS,
                                     f"{qname} {bits}-bit runs on "
                                     + (f"CC {hw.cc[0]}.{hw.cc[1]}" if hw.cc else "this device")
                                     + f"; needs a {qname}-quantized checkpoint of {model.name}{extra}",
@@ -156,16 +157,16 @@ def _serving_eval(hw: Hardware, model: ModelShape, p: dict, framework: str, name
     src = "vLLM ModelConfig: max_model_len <= the config's max_position_embeddings (_get_and_verify_max_len)"
     mlen = p["max_model_len"]
     if mlen < 1:
-        checks.append(Check("max-model-len", FAIL, f"{names['max_model_len']} must be at least 1",
+        checks.append(PlanCheck("max-model-len", FAIL, f"{names['max_model_len']} must be at least 1",
                             field=names["max_model_len"],
                             source=src))
     elif mlen > model.max_position_embeddings:
-        checks.append(Check("max-model-len", FAIL, f"{mlen} > the model's {model.max_position_embeddings}"
+        checks.append(PlanCheck("max-model-len", FAIL, f"{mlen} > the model's {model.max_position_embeddings}"
                             " positions", reason=f"max-model-len {mlen} > {model.max_position_embeddings}"
                             " positions", field=names["max_model_len"], source=src))
     util = p["gpu_memory_utilization"]
     if not 0 < util <= 1:
-        checks.append(Check("gpu-memory-utilization", FAIL,
+        checks.append(PlanCheck("gpu-memory-utilization", FAIL,
                             f"{names['gpu_memory_utilization']} {util} is not in (0, 1]",
                             field=names["gpu_memory_utilization"], source="vLLM CacheConfig"))
         util = 0.9
@@ -221,18 +222,18 @@ def _serving_eval(hw: Hardware, model: ModelShape, p: dict, framework: str, name
                  f"overhead {_gb(worst['overhead'])} = {_gb(worst['need'])} GB per {unit1} vs "
                  f"{_gb(usable)} usable ({hw.memory_gb:g} GB x {util:.2f})")
     if margin >= 0:
-        checks.append(Check("memory", PASS, f"{breakdown}: margin {_gb(margin)} GB; KV room for "
+        checks.append(PlanCheck("memory", PASS, f"{breakdown}: margin {_gb(margin)} GB; KV room for "
                             f"{tight['kv_tokens']} tokens = {num['sequences_fit']} sequences of {mlen}",
                             source=src))
     else:
         short = (f"{total_weights / GB:.0f} GB of {wlabel} weights need {_gb(worst['need'])} GB per "
                  f"{unit1} > {_gb(usable)} usable ({hw.short()} at {util:.2f})")
-        checks.append(Check("memory", FAIL, f"{breakdown}: short by {_gb(-margin)} GB "
+        checks.append(PlanCheck("memory", FAIL, f"{breakdown}: short by {_gb(-margin)} GB "
                             f"({total_weights / GB:.1f} GB of {wlabel} weights in all)",
                             reason=short, field=names["quantization"] if worst["weights"] > usable
                             else names["max_model_len"], source=src))
 
-    checks.append(_check_framework(framework, hw, model))
+    checks.append(check_support(framework, hw, model))
     return checks, num
 
 
@@ -256,31 +257,35 @@ def _serving_params(hw: Hardware, model: ModelShape, *, tp, pp, dp, dtype, quant
             "allow_cross_node_tp": bool(allow_cross_node_tp)}
 
 
-def check_serving(spec: JobSpec, cluster: Cluster, model: ModelShape, *, framework: str = "vllm",
+def check_serving(spec: JobSpec, cluster: Cluster, model: ModelShape, *, framework: Framework,
                   tp: int | None = None, pp: int | None = None, dp: int = 1, dtype: str = "auto",
                   quantization: str = "none", quant_bits: int | None = None,
                   max_model_len: int | None = None, gpu_memory_utilization: float | None = 0.9,
                   allow_cross_node_tp: bool = False, names: Mapping[str, str] | None = None,
                   render: Render | None = None) -> Plan:
-    """Plan one model served across the job's nodes (vLLM or SGLang).
+    """Plan one model served across the job's nodes by ``framework`` (its kind's rules).
 
     Defaults follow vLLM's multi-node guidance: TP = GPUs per node, PP = nodes.
     """
-    names = {**NAMES, **(names or {})}
+    names = {**framework.names, **(names or {})}
     hw = hardware(spec, cluster)
     p = _serving_params(hw, model, tp=tp, pp=pp, dp=dp, dtype=dtype, quantization=quantization,
                         quant_bits=quant_bits, max_model_len=max_model_len,
                         gpu_memory_utilization=gpu_memory_utilization,
                         allow_cross_node_tp=allow_cross_node_tp)
     checks, num = _serving_eval(hw, model, p, framework, names)
-    plan = Plan("serving", framework, model, hw, p, checks, num, _serving_assumptions(p), names=names)
+    plan = Plan("serving", framework.name, model, hw, p, checks, num, _serving_assumptions(p),
+                names=names)
     if not plan.ok:
-        # No option makes SGLang start below sm75: the suggestion switches to vLLM.
-        alt = "vllm" if any(c.name == "framework" for c in plan.failures) else framework
-        plan.suggested_framework = alt
+        # No option makes a framework start where its support rule fails (SGLang below sm75):
+        # the suggestion switches to the alternative its kind names (vLLM).
+        alt = (framework.alternative if framework.alternative and
+               any(c.name == "framework" for c in plan.failures) else framework)
+        plan.suggested_framework = alt.name
         _suggest(plan, _serving_candidates(hw, model, p, alt),
                  lambda c: _serving_eval(hw, model, c, alt, names), render,
-                 prefix="" if alt == framework else f"use the {alt} kind ({framework} cannot run here), ")
+                 prefix="" if alt is framework else
+                 f"use the {alt.name} kind ({framework.name} cannot run here), ")
     return plan
 
 
@@ -297,7 +302,7 @@ def _serving_assumptions(p: dict) -> list[str]:
     ]
 
 
-def _serving_candidates(hw: Hardware, model: ModelShape, p: dict, framework: str) -> Iterable[dict]:
+def _serving_candidates(hw: Hardware, model: ModelShape, p: dict, framework: Framework) -> Iterable[dict]:
     """Option sets to try, most like the user's first: quantization ladder outermost, then
     layouts (all GPUs used, TP inside a node), then a shorter max-model-len."""
     dtype = p["dtype"]
@@ -351,7 +356,7 @@ def _serving_layouts(hw: Hardware, model: ModelShape, p: dict) -> list[tuple[int
     return out
 
 
-def serving_from_spec(spec: JobSpec, cluster: Cluster, *, framework: str = "vllm", **overrides) -> Plan:
+def serving_from_spec(spec: JobSpec, cluster: Cluster, *, framework: Framework, **overrides) -> Plan:
     """check_serving with the shared options of ``spec.options`` (keys of SERVING_OPTIONS)."""
     o = spec.options
     model = resolve(o.get("model"))

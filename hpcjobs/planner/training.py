@@ -1,4 +1,5 @@
-"""Training rules and memory: Megatron-LM (TP x PP x CP x DP, distributed optimizer) and DeepSpeed ZeRO.
+"""Training rules and memory: model parallelism (TP x PP x CP x DP, Megatron's distributed
+optimizer) and ZeRO (DeepSpeed), chosen by the kind's :class:`Framework`.
 
 :func:`check_training` with explicit values, :func:`training_from_spec` with the shared options
 of ``spec.options``.
@@ -12,10 +13,11 @@ from collections.abc import Iterable, Mapping
 from hpcjobs.cluster import Cluster
 from hpcjobs.errors import BadInput
 from hpcjobs.models import ModelShape, resolve
-from hpcjobs.planner.checks import _check_cross_node, _check_dtype, _check_framework, _resolve_dtype
-from hpcjobs.planner.core import FAIL, GB, PASS, WARN, Check, Hardware, Plan, _divisors, _gb, _pp_split, hardware
-from hpcjobs.planner.options import DTYPES, MEGATRON_NAMES, NAMES, OFFLOAD, RECOMPUTE
-from hpcjobs.planner.suggest import Render, _suggest, default_render, megatron_render
+from hpcjobs.planner.checks import _check_cross_node, _check_dtype, _resolve_dtype
+from hpcjobs.planner.core import FAIL, GB, PASS, WARN, PlanCheck, Hardware, Plan, _divisors, _gb, _pp_split, hardware
+from hpcjobs.planner.frameworks import Framework, check_support
+from hpcjobs.planner.options import DTYPES, NAMES, OFFLOAD, RECOMPUTE
+from hpcjobs.planner.suggest import Render, _suggest, default_render
 from hpcjobs.spec import JobSpec
 
 
@@ -53,30 +55,29 @@ def _activation_bytes(model: ModelShape, s: int, b: int, t: int, recompute: str,
     return sbh * ((34 / t if sp else 10 + 24 / t) + attn)
 
 
-def _training_eval(hw: Hardware, model: ModelShape, p: dict, framework: str, names: Mapping
-                   ) -> tuple[list[Check], dict]:
-    checks: list[Check] = []
+def _training_eval(hw: Hardware, model: ModelShape, p: dict, framework: Framework, names: Mapping
+                   ) -> tuple[list[PlanCheck], dict]:
+    checks: list[PlanCheck] = []
     num: dict = {}
     tp, pp, cp = p["tp"], p["pp"], p["cp"]
     world = hw.total
-    megatron = framework == "megatron"
     unit = "GPUs" if hw.device == "gpu" else "workers"
 
     src = ("Megatron-Core parallel_state.initialize_model_parallel: world = TP x PP x CP x DP; "
            "DeepSpeed: DP = world / model-parallel size")
     if min(tp, pp, cp) < 1:
-        checks.append(Check("world size", FAIL, "TP, PP and CP must be at least 1", field=names["tp"],
+        checks.append(PlanCheck("world size", FAIL, "TP, PP and CP must be at least 1", field=names["tp"],
                             source=src))
         return checks, num
     mp = tp * pp * cp
     if world % mp:
-        checks.append(Check("world size", FAIL, f"{world} {unit} not divisible by TP {tp} x PP {pp} x "
+        checks.append(PlanCheck("world size", FAIL, f"{world} {unit} not divisible by TP {tp} x PP {pp} x "
                             f"CP {cp} = {mp}", reason=f"{world} {unit} not divisible by TP x PP x CP = {mp}",
                             field=names["tp"] if tp > 1 else names["pp"], source=src))
         dp = max(1, world // mp)
     else:
         dp = world // mp
-        checks.append(Check("world size", PASS, f"{world} {unit} = TP {tp} x PP {pp} x CP {cp} x DP {dp}",
+        checks.append(PlanCheck("world size", PASS, f"{world} {unit} = TP {tp} x PP {pp} x CP {cp} x DP {dp}",
                             source=src))
     num["dp"] = dp
 
@@ -85,32 +86,32 @@ def _training_eval(hw: Hardware, model: ModelShape, p: dict, framework: str, nam
     a, kv = model.num_attention_heads, model.num_kv_heads
     if a % tp or kv % tp:
         what = (f"{a} attention heads" if a % tp else f"{kv} KV heads (query groups)")
-        checks.append(Check("heads", FAIL, f"{what} not divisible by TP {tp} (TP that divide "
+        checks.append(PlanCheck("heads", FAIL, f"{what} not divisible by TP {tp} (TP that divide "
                             f"{a} and {kv} within {world} {unit}: {_divisors(math.gcd(a, kv), world)})",
                             reason=f"{what} not divisible by TP {tp}", field=names["tp"], source=src))
     else:
-        checks.append(Check("heads", PASS, f"{a} attention / {kv} KV heads over TP {tp}", source=src))
+        checks.append(PlanCheck("heads", PASS, f"{a} attention / {kv} KV heads over TP {tp}", source=src))
 
     L = model.num_layers
-    if megatron:
+    if framework.layers_divide_pp:
         src = "megatron/training/arguments.py: num_layers % pipeline_model_parallel_size == 0"
         if L % pp:
-            checks.append(Check("layers", FAIL, f"{L} layers not divisible by PP {pp} (PP: "
+            checks.append(PlanCheck("layers", FAIL, f"{L} layers not divisible by PP {pp} (PP: "
                                 f"{_divisors(L, world)})", reason=f"{L} layers not divisible by PP {pp}",
                                 field=names["pp"], source=src))
         else:
-            checks.append(Check("layers", PASS, f"{L} layers over PP {pp}: {L // pp} per stage",
+            checks.append(PlanCheck("layers", PASS, f"{L} layers over PP {pp}: {L // pp} per stage",
                                 source=src))
         split = [L // pp] * pp if L % pp == 0 else _pp_split(L, min(pp, L))
     else:
-        src = "DeepSpeed pipeline: at least one layer per stage"
+        src = "pipeline stages (DeepSpeed, PyTorch): at least one layer per stage"
         if pp > L:
-            checks.append(Check("layers", FAIL, f"PP {pp} > {L} layers", reason=f"PP {pp} > {L} layers",
+            checks.append(PlanCheck("layers", FAIL, f"PP {pp} > {L} layers", reason=f"PP {pp} > {L} layers",
                                 field=names["pp"], source=src))
             split = [1] * L
         else:
             split = _pp_split(L, pp)
-            checks.append(Check("layers", PASS, f"{L} layers over PP {pp}", source=src))
+            checks.append(PlanCheck("layers", PASS, f"{L} layers over PP {pp}", source=src))
 
     checks.append(_check_cross_node(tp, hw, p["allow_cross_node_tp"], names))
     checks.append(_check_dtype(p["dtype"], model, hw, names, "training"))
@@ -119,20 +120,20 @@ def _training_eval(hw: Hardware, model: ModelShape, p: dict, framework: str, nam
 
     s = p["seq_length"]
     if s > model.max_position_embeddings:
-        checks.append(Check("seq-length", WARN, f"{s} > the model's {model.max_position_embeddings} "
+        checks.append(PlanCheck("seq-length", WARN, f"{s} > the model's {model.max_position_embeddings} "
                             "positions: set --max-position-embeddings accordingly (RoPE extrapolates "
                             "badly without scaling)", source="megatron arguments.py"))
     if cp > 1 and s % (2 * cp):
-        checks.append(Check("context parallel", FAIL, f"seq-length {s} not divisible by 2 x CP = "
+        checks.append(PlanCheck("context parallel", FAIL, f"seq-length {s} not divisible by 2 x CP = "
                             f"{2 * cp} (load-balanced CP splits the sequence in 2 x CP chunks)",
                             reason=f"seq-length {s} not divisible by 2 x CP", field=names["cp"],
                             source="Megatron-Core context parallel (get_batch_on_this_cp_rank)"))
 
     # memory
     b, rc, sp = p["micro_batch_size"], p["recompute"], p.get("sequence_parallel", False)
-    # Megatron on CC < 8 runs --transformer-impl local (unfused attention); with Transformer Engine
-    # and for DeepSpeed (PyTorch SDPA) the attention is fused.
-    fused = not megatron or (hw.cc is not None and hw.cc >= (8, 0))
+    # e.g. Megatron on CC < 8 runs --transformer-impl local (unfused attention); with Transformer
+    # Engine and for DeepSpeed (PyTorch SDPA) the attention is fused.
+    fused = framework.fused_attention(hw)
     num["fused_attention"] = fused
     act_layer = _activation_bytes(model, max(1, s // cp), b, tp, rc, sp, fused)
     full_layer = _activation_bytes(model, max(1, s // cp), b, tp, "none", sp, fused)
@@ -146,7 +147,7 @@ def _training_eval(hw: Hardware, model: ModelShape, p: dict, framework: str, nam
         if last:
             params += model.lm_head_params + model.hidden_size
         params_gpu = params / tp
-        if megatron:
+        if not framework.zero:
             non, (c0, c1) = MEGATRON_BYTES[dtype]
             bpp = (c0 + c1 / dp) if p["distributed_optimizer"] else non
             states = params_gpu * bpp
@@ -167,7 +168,7 @@ def _training_eval(hw: Hardware, model: ModelShape, p: dict, framework: str, nam
                 c0, c1 = ZERO_BYTES[(max(z, 1) if off != "none" else z, off)]
                 states = params_gpu * (c0 + c1 / dp)
                 state_label = f"ZeRO-{z}, offload {off}: {c0} + {c1}/DP {dp} B/param"
-        in_flight = (pp - i) if megatron or pp > 1 else 1
+        in_flight = (pp - i) if not framework.zero or pp > 1 else 1
         act = act_layer * nl * in_flight
         if rc == "full":
             act += full_layer  # the layer being recomputed
@@ -191,13 +192,13 @@ def _training_eval(hw: Hardware, model: ModelShape, p: dict, framework: str, nam
                  f"{_gb(worst['activations'])} (recompute {rc}, micro-batch {b}, seq {s}) + overhead "
                  f"{_gb(worst['overhead'])} = {_gb(worst['need'])} GB vs {hw.memory_gb:g} GB")
     if margin >= 0:
-        checks.append(Check("memory", PASS, f"{breakdown}: margin {_gb(margin)} GB", source=src))
+        checks.append(PlanCheck("memory", PASS, f"{breakdown}: margin {_gb(margin)} GB", source=src))
     else:
-        checks.append(Check("memory", FAIL, f"{breakdown}: short by {_gb(-margin)} GB",
+        checks.append(PlanCheck("memory", FAIL, f"{breakdown}: short by {_gb(-margin)} GB",
                             reason=(f"training {model.params / 1e9:.1f}B params needs "
                                     f"{_gb(worst['need'])} GB per GPU > {hw.memory_gb:g} GB"),
                             field=names["recompute"] if rc != "full" else names["tp"], source=src))
-    checks.append(_check_framework(framework, hw, model))
+    checks.append(check_support(framework, hw, model))
     return checks, num
 
 
@@ -216,34 +217,33 @@ def _training_params(hw: Hardware, model: ModelShape, *, framework, tp, pp, cp, 
         raise BadInput("--micro-batch-size", f"must be at least 1, got {micro_batch_size}")
     if seq_length is not None and seq_length < 1:
         raise BadInput("--seq-length", f"must be at least 1, got {seq_length}")
-    p = {"tp": int(tp if tp is not None else (hw.per_node if framework == "megatron" else 1)),
+    p = {"tp": int(tp if tp is not None else (hw.per_node if framework.tp_per_node else 1)),
          "pp": int(pp or 1), "cp": int(cp or 1), "dtype": dtype,
          "seq_length": int(seq_length or min(model.max_position_embeddings, 4096)),
          "micro_batch_size": int(micro_batch_size or 1), "recompute": recompute,
          "allow_cross_node_tp": bool(allow_cross_node_tp), "sequence_parallel": bool(sequence_parallel)}
-    if framework == "deepspeed":
+    if framework.zero:
         p.update(zero_stage=zero_stage, offload=offload)
     else:
         p.update(distributed_optimizer=bool(distributed_optimizer))
     return p
 
 
-def check_training(spec: JobSpec, cluster: Cluster, model: ModelShape, *, framework: str = "megatron",
+def check_training(spec: JobSpec, cluster: Cluster, model: ModelShape, *, framework: Framework,
                    tp: int | None = None, pp: int | None = None, cp: int = 1, dtype: str = "auto",
                    seq_length: int | None = None, micro_batch_size: int = 1, recompute: str = "none",
                    distributed_optimizer: bool = False, zero_stage: int = 3, offload: str = "none",
                    allow_cross_node_tp: bool = False, sequence_parallel: bool = False,
                    names: Mapping[str, str] | None = None, render: Render | None = None) -> Plan:
-    """Plan training: Megatron (TP x PP x CP x DP, distributed optimizer) or DeepSpeed ZeRO.
+    """Plan training for ``framework`` (its kind's rules: Megatron's TP x PP x CP x DP with the
+    distributed optimizer, or DeepSpeed's ZeRO).
 
-    ``names`` maps plan parameters to the option names the user wrote (MEGATRON_NAMES for
-    pretrain_gpt.py arguments) so refusals and suggestions speak the user's language.
+    ``names`` maps plan parameters to the option names the user wrote (the framework's own by
+    default, e.g. pretrain_gpt.py's) so refusals and suggestions speak the user's language.
     """
-    if framework not in ("megatron", "deepspeed"):
-        raise ValueError(f"unknown training framework {framework!r}")
-    names = {**(MEGATRON_NAMES if framework == "megatron" else NAMES), **(names or {})}
-    if render is None and framework == "megatron" and names["dtype"] == MEGATRON_NAMES["dtype"]:
-        render = megatron_render
+    names = {**framework.names, **(names or {})}
+    if render is None and framework.render and names["dtype"] == framework.names["dtype"]:
+        render = framework.render
     hw = hardware(spec, cluster)
     p = _training_params(hw, model, framework=framework, tp=tp, pp=pp, cp=cp, dtype=dtype,
                          seq_length=seq_length, micro_batch_size=micro_batch_size, recompute=recompute,
@@ -261,14 +261,14 @@ def check_training(spec: JobSpec, cluster: Cluster, model: ModelShape, *, framew
          "head's logits (fp16 + fp32 for the loss) on the last stage"),
         "Adam with fp32 master weights and moments (mixed precision)",
     ]
-    plan = Plan("training", framework, model, hw, p, checks, num, assumptions, names=names)
+    plan = Plan("training", framework.name, model, hw, p, checks, num, assumptions, names=names)
     if not plan.ok:
         _suggest(plan, _training_candidates(hw, model, p, framework),
                  lambda c: _training_eval(hw, model, c, framework, names), render)
     return plan
 
 
-def _training_candidates(hw: Hardware, model: ModelShape, p: dict, framework: str) -> Iterable[dict]:
+def _training_candidates(hw: Hardware, model: ModelShape, p: dict, framework: Framework) -> Iterable[dict]:
     dtype = p["dtype"]
     if hw.cc is not None and hw.cc < (8, 0) and dtype == "bfloat16":
         dtype = "float16"
@@ -278,16 +278,16 @@ def _training_candidates(hw: Hardware, model: ModelShape, p: dict, framework: st
     layouts = []
     for t in tps:
         for pp_ in range(1, hw.total // (t * cp) + 1):
-            if hw.total % (t * pp_ * cp) == 0 and pp_ <= L and (framework != "megatron" or L % pp_ == 0):
+            if hw.total % (t * pp_ * cp) == 0 and pp_ <= L and (not framework.layers_divide_pp or L % pp_ == 0):
                 layouts.append((t, pp_))
     user = (p["tp"], p["pp"])
-    if framework == "deepspeed":  # ZeRO is data parallel: keep the user's layout or plain DP
+    if framework.zero:  # ZeRO is data parallel: keep the user's layout or plain DP
         layouts = [x for x in layouts if x in (user, (1, 1))]
     layouts.sort(key=lambda x: (x != user, x[1], -x[0]))
     rc_order = RECOMPUTE[RECOMPUTE.index(p["recompute"]):]
     mbs = list(dict.fromkeys([p["micro_batch_size"], 1]))
-    if framework == "megatron":
-        # the distributed optimizer only saves memory (FACTS: TP 1, PP 1 or 3, DP 3 with it)
+    if not framework.zero:
+        # the distributed optimizer only saves memory (megatron-core's dist_optimizer docs)
         opts = [{"distributed_optimizer": True}]
     else:
         stages = list(dict.fromkeys([p["zero_stage"], 3]))
@@ -301,7 +301,7 @@ def _training_candidates(hw: Hardware, model: ModelShape, p: dict, framework: st
                            "micro_batch_size": b}
 
 
-def training_from_spec(spec: JobSpec, cluster: Cluster, *, framework: str = "megatron",
+def training_from_spec(spec: JobSpec, cluster: Cluster, *, framework: Framework,
                        **overrides) -> Plan:
     """check_training with the shared options of ``spec.options`` (keys of TRAINING_OPTIONS)."""
     o = spec.options
@@ -310,9 +310,8 @@ def training_from_spec(spec: JobSpec, cluster: Cluster, *, framework: str = "meg
           "cp": o.get("context_parallel_size") or 1, "dtype": o.get("dtype") or "auto",
           "seq_length": o.get("seq_length"), "micro_batch_size": o.get("micro_batch_size") or 1,
           "recompute": o.get("recompute") or "none",
-          "allow_cross_node_tp": bool(o.get("allow_cross_node_tp", False))}
-    if framework == "megatron":
-        kw["names"] = NAMES  # the shared option names, not pretrain_gpt.py's
-        kw["render"] = default_render
+          "allow_cross_node_tp": bool(o.get("allow_cross_node_tp", False)),
+          # hpcjobs' shared option names, not the framework's own (e.g. pretrain_gpt.py's)
+          "names": NAMES, "render": default_render}
     kw.update(overrides)
     return check_training(spec, cluster, model, framework=framework, **kw)

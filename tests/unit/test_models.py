@@ -52,7 +52,7 @@ def test_mixtral_experts():
 
 
 def test_kv_cache_per_token():
-    # FACTS.md: 2 x 80 x 8 x 128 x 2 B = 320 KiB per token for Llama-2-70B in fp16.
+    # 2 (K, V) x 80 layers x 8 KV heads x 128 head dim x 2 B = 320 KiB per token (Llama-2-70B fp16).
     m = models.builtin("llama-2-70b")
     assert m.kv_bytes_per_token(2) == 320 * 1024
     assert m.kv_bytes_per_token(2, tp=8) == 40 * 1024  # 1 KV head per GPU

@@ -9,6 +9,9 @@ from pathlib import Path
 import pytest
 
 import hpcjobs.planner as plan
+from hpcjobs.kinds.deepspeed import DEEPSPEED
+from hpcjobs.kinds.megatron import MEGATRON
+from hpcjobs.kinds.vllm import SGLANG, VLLM
 from hpcjobs import api, kinds, models
 from hpcjobs.cluster import builtin, builtin_text, load_file
 from hpcjobs.errors import BadInput
@@ -24,12 +27,18 @@ L70 = models.builtin("llama-2-70b")
 GPT13 = ModelShape("gpt-1.3b", 24, 2048, 16, 16, 8192, 50257, 2048, gated_mlp=False)
 
 
-def serve(cluster=V100, model=L70, nodes=None, **kw):
-    return plan.check_serving(JobSpec(kind="vllm", nodes=nodes), cluster, model, **kw)
+# Each framework's rules belong to its kind; the planner gets them as a value.
+FRAMEWORKS = {f.name: f for f in (VLLM, SGLANG, MEGATRON, DEEPSPEED)}
 
 
-def train(cluster=V100, model=GPT13, **kw):
-    return plan.check_training(JobSpec(kind="megatron"), cluster, model, **kw)
+def serve(cluster=V100, model=L70, nodes=None, framework="vllm", **kw):
+    return plan.check_serving(JobSpec(kind="vllm", nodes=nodes), cluster, model,
+                              framework=FRAMEWORKS[framework], **kw)
+
+
+def train(cluster=V100, model=GPT13, framework="megatron", **kw):
+    return plan.check_training(JobSpec(kind="megatron"), cluster, model,
+                               framework=FRAMEWORKS[framework], **kw)
 
 
 def status(p, name):
@@ -42,10 +51,11 @@ def refeed(p, cluster=V100, nodes=None):
     model = p.model
     if p.mode == "serving":
         q = plan.check_serving(JobSpec(kind="vllm", nodes=nodes), cluster, model,
-                               framework=p.suggested_framework or p.framework, **p.suggested)
+                               framework=FRAMEWORKS[p.suggested_framework or p.framework],
+                               **p.suggested)
     else:
-        q = plan.check_training(JobSpec(kind="x", nodes=nodes), cluster, model, framework=p.framework,
-                                **p.suggested)
+        q = plan.check_training(JobSpec(kind="x", nodes=nodes), cluster, model,
+                                framework=FRAMEWORKS[p.framework], **p.suggested)
     assert q.ok, q.text()
     return q
 
@@ -77,11 +87,11 @@ def test_old_guide_vllm_suggestion_passes_when_fed_back():
 
 def test_suggestion_through_the_shared_options():
     spec = JobSpec(kind="vllm", options={"model": "llama-2-70b", "tensor_parallel_size": 3})
-    p = plan.serving_from_spec(spec, V100)
+    p = plan.serving_from_spec(spec, V100, framework=VLLM)
     assert not p.ok
     opts = p.suggested_options()
     assert set(opts) <= {o.key for o in plan.SERVING_OPTIONS}
-    q = plan.serving_from_spec(JobSpec(kind="vllm", options={"model": "llama-2-70b", **opts}), V100)
+    q = plan.serving_from_spec(JobSpec(kind="vllm", options={"model": "llama-2-70b", **opts}), V100, framework=VLLM)
     assert q.ok, q.text()
 
 
@@ -89,7 +99,7 @@ def test_default_layout_is_tp_gpus_per_node_pp_nodes():
     p = serve(model=models.builtin("llama-3-8b"))
     assert (p.params["tp"], p.params["pp"]) == (1, 3)
     assert p.ok, p.text()
-    assert status(p, "dtype") == "WARN"  # bf16 checkpoint on CC 7.0: auto -> float16
+    assert status(p, "dtype") == "warn"  # bf16 checkpoint on CC 7.0: auto -> float16
     assert p.numbers["dtype"] == "float16"
     q = serve(cluster=H100X8, model=models.builtin("llama-3-8b"))
     assert (q.params["tp"], q.params["pp"]) == (8, 1) and q.numbers["dtype"] == "bfloat16"
@@ -108,7 +118,7 @@ def test_kv_cache_arithmetic_over_pipeline_stages():
 def test_tp8_fits_on_one_8gpu_node():
     p = serve(cluster=H100X8, tp=8)
     assert p.ok, p.text()
-    assert all(c.status == "PASS" for c in p.checks)
+    assert all(c.status == "pass" for c in p.checks)
     assert p.numbers["need_per_device_gb"] < p.numbers["usable_per_device_gb"]
 
 
@@ -165,7 +175,7 @@ def test_megatron_rendering_uses_its_flags():
 
 def test_zero3_states_match_deepspeed_estimator():
     m = models.builtin("llama-2-7b")
-    p = plan.check_training(JobSpec(kind="ds"), V100, m, framework="deepspeed", zero_stage=3,
+    p = plan.check_training(JobSpec(kind="ds"), V100, m, framework=DEEPSPEED, zero_stage=3,
                             recompute="full")
     # deepspeed/runtime/zero/stage3.py: 4 x largest layer + 18 x params / GPUs (no offload)
     expect = 4 * m.largest_layer_params + 18 * m.params / 3
@@ -188,7 +198,7 @@ def test_bf16_refused_below_cc8_and_fp16_suggested():
 @pytest.mark.parametrize("quant, bits", [("gptq", 4), ("gptq", 8), ("bitsandbytes", 4), ("gguf", 4)])
 def test_volta_quantizations_that_run(quant, bits):
     p = serve(tp=1, pp=3, dtype="float16", quantization=quant, quant_bits=bits)
-    assert status(p, "quantization") == "PASS", p.text()
+    assert status(p, "quantization") == "pass", p.text()
 
 
 @pytest.mark.parametrize("quant", ["awq", "marlin"])
@@ -216,9 +226,9 @@ def test_quantization_bits_and_group_alignment():
 def test_vllm_on_volta_warns_with_versions():
     p = serve(tp=1, pp=3, quantization="gptq")
     fw = next(c for c in p.checks if c.name == "framework")
-    assert fw.status == "WARN"
+    assert fw.status == "warn"
     assert "0.14" in fw.detail and "TORCH_CUDA_ARCH_LIST=7.0" in fw.detail
-    assert status(serve(cluster=H100X8, tp=8), "framework") == "PASS"
+    assert status(serve(cluster=H100X8, tp=8), "framework") == "pass"
 
 
 def test_sglang_on_volta_refused_and_vllm_suggested():
@@ -232,7 +242,7 @@ def test_sglang_on_volta_refused_and_vllm_suggested():
 
 def test_world_size_pp_and_max_len():
     assert "= 6 GPUs > 3" in serve(tp=1, pp=6).reason
-    assert status(serve(tp=1, pp=2, quantization="gptq"), "world size") == "WARN"  # 1 GPU idle
+    assert status(serve(tp=1, pp=2, quantization="gptq"), "world size") == "warn"  # 1 GPU idle
     tiny = ModelShape("t", 2, 256, 4, 4, 512, 1000, 512)
     p = serve(model=tiny, tp=1, pp=3)
     assert "PP 3 > 2 layers" in p.reason and p.field == "--pipeline-parallel-size"
@@ -243,7 +253,7 @@ def test_world_size_pp_and_max_len():
 
 def test_cross_node_tp_allowed_is_a_warning():
     p = serve(model=models.builtin("llama-2-7b"), tp=3, pp=1, allow_cross_node_tp=True)
-    assert status(p, "cross-node TP") == "WARN"
+    assert status(p, "cross-node TP") == "warn"
     assert "32 attention heads not divisible by TP 3" in p.reason  # heads still refuse
     q = serve(model=models.builtin("llama-2-7b"), nodes=2, tp=2, pp=1, allow_cross_node_tp=True)
     assert q.ok, q.text()
@@ -253,10 +263,10 @@ def test_kv_bound_memory_suggests_a_shorter_context():
     # Mixtral in 4-bit GPTQ on 8 GPUs with a memory fraction where the weights fit but not the
     # KV cache of one 32k-token sequence: the fix is a shorter --max-model-len, nothing else.
     m = models.builtin("mixtral-8x7b")
-    first = plan.check_serving(JobSpec(kind="vllm"), H100X8, m, tp=8, quantization="gptq")
+    first = plan.check_serving(JobSpec(kind="vllm"), H100X8, m, framework=VLLM, tp=8, quantization="gptq")
     st = first.numbers["stages"][0]
     util = (st["need"] - st["kv_needed"] / 2) / 80
-    p = plan.check_serving(JobSpec(kind="vllm"), H100X8, m, tp=8, quantization="gptq",
+    p = plan.check_serving(JobSpec(kind="vllm"), H100X8, m, framework=VLLM, tp=8, quantization="gptq",
                            gpu_memory_utilization=util)
     assert not p.ok and p.field == "--max-model-len"
     assert p.suggestion.startswith("try --max-model-len ")
@@ -274,10 +284,10 @@ def test_invalid_fraction_is_replaced_in_the_suggestion():
 
 def test_cpu_partition():
     tiny_cfg = ModelShape("tiny", 4, 256, 4, 2, 512, 1000, 512, head_dim=64, torch_dtype="float32")
-    p = plan.check_serving(JobSpec(kind="vllm", nodes=2), CPUS, tiny_cfg, tp=1, pp=2)
+    p = plan.check_serving(JobSpec(kind="vllm", nodes=2), CPUS, tiny_cfg, framework=VLLM, tp=1, pp=2)
     assert p.ok, p.text()
     assert p.hardware.device == "cpu" and p.numbers["dtype"] == "float32"
-    assert status(p, "framework") == "WARN"
+    assert status(p, "framework") == "warn"
 
 
 # --- many combinations: every suggestion passes ---------------------------------------------
@@ -287,7 +297,7 @@ def test_cpu_partition():
 @pytest.mark.parametrize("tp, pp", [(3, 1), (1, 1), (2, 2), (5, 1), (1, 7)])
 def test_every_serving_suggestion_passes(cluster, name, tp, pp):
     m = models.builtin(name)
-    p = plan.check_serving(JobSpec(kind="vllm"), cluster, m, tp=tp, pp=pp)
+    p = plan.check_serving(JobSpec(kind="vllm"), cluster, m, framework=VLLM, tp=tp, pp=pp)
     if p.ok:
         return
     assert p.reason and p.field and p.suggestion
@@ -301,7 +311,8 @@ def test_every_serving_suggestion_passes(cluster, name, tp, pp):
 @pytest.mark.parametrize("tp", [1, 2, 3, 8])
 def test_every_training_suggestion_passes(framework, shape, tp):
     for cluster in (V100, H100X8):
-        p = plan.check_training(JobSpec(kind="t"), cluster, shape, framework=framework, tp=tp)
+        p = plan.check_training(JobSpec(kind="t"), cluster, shape, framework=FRAMEWORKS[framework],
+                                tp=tp)
         if not p.ok and p.suggested is not None:
             refeed(p, cluster=cluster)
 
@@ -315,7 +326,7 @@ def test_text_and_json():
     assert "suggestion: try" in text and "docs/plan.md" in text
     d = json.loads(json.dumps(p.to_dict()))
     assert d["ok"] is False and d["field"] == "--tensor-parallel-size"
-    assert {c["status"] for c in d["checks"]} == {"PASS", "FAIL", "WARN"}
+    assert {c["status"] for c in d["checks"]} == {"pass", "fail", "warn"}
     assert d["suggested"]["pp"] == 3
     ok = serve(cluster=H100X8, tp=8)
     assert "verdict: FITS" in ok.text() and "margin" in ok.text()
@@ -329,10 +340,10 @@ def test_shared_options():
     assert len(names) == len(plan.PLAN_OPTIONS)
     assert set(plan.OPTION_KEYS.values()) <= {o.key for o in plan.PLAN_OPTIONS}
     with pytest.raises(BadInput) as err:
-        plan.serving_from_spec(JobSpec(kind="vllm", options={}), V100)
+        plan.serving_from_spec(JobSpec(kind="vllm", options={}), V100, framework=VLLM)
     assert err.value.field == "--model"
     with pytest.raises(BadInput) as err:
-        plan.serving_from_spec(JobSpec(kind="vllm", options={"model": "llama-2-7b", "dtype": "fp8"}), V100)
+        plan.serving_from_spec(JobSpec(kind="vllm", options={"model": "llama-2-7b", "dtype": "fp8"}), V100, framework=VLLM)
     assert err.value.field == "--dtype"
 
 
@@ -353,7 +364,7 @@ class _ServeKind(Kind):
     needs_program = False
 
     def plan(self, spec, cluster):
-        return plan.serving_from_spec(spec, cluster)
+        return plan.serving_from_spec(spec, cluster, framework=VLLM)
 
 
 @pytest.fixture
