@@ -4,14 +4,17 @@
 #   benchmarks/quickstart_fresh.sh [INSTALL-OPTIONS...]     e.g. --all for scripts/test's install
 #
 # A copy of a pristine `debootstrap --variant=minbase` root (made once in $QS_BASE, default
-# /srv/qs/base-$QS_SUITE; Debian 12 "bookworm" by default, QS_SUITE=trixie for 13) gets the
-# committed tree of this repository (git archive HEAD) in /src/hpcjobs, then:
+# /srv/qs/base-$QS_SUITE; Debian 12 "bookworm" by default, QS_SUITE=trixie for 13) gets this
+# repository's working tree (what git tracks or would, no .venv) in /src/hpcjobs, then:
 #   1. `scripts/install [INSTALL-OPTIONS]` in a chroot with the host's network: apt-get update and
 #      install from deb.debian.org, pip from the index with no cache (PIP_NO_CACHE_DIR=1), into an
 #      empty apt and pip cache. No /etc/pip.conf of the host (its local wheel mirror) is used.
 #   2. `scripts/quickstart` in fresh pid, network, mount, UTS and IPC namespaces without network:
 #      its install is then only the check, and its sandbox (bridge, namespaces, munged) cannot
-#      meet a sandbox of the host. It prints the job's output.
+#      meet a sandbox of the host. It prints the job's output. QS_RUN='COMMAND' runs COMMAND
+#      (bash, in /src/hpcjobs, .venv on PATH) there instead, e.g. for the accounting figures:
+#      QS_RUN='scripts/quickstart && python benchmarks/sandbox_bringup.py --accounting --no-jobs' \
+#          benchmarks/quickstart_fresh.sh --accounting
 # The quick start in one piece would need the network and a free 10.200.0.0/24 at once; the two
 # parts add up to it (part 2 counts the install's check once more). Needs root, debootstrap
 # and the network; uses ~1 GB under /srv/qs; leaves the copy for inspection ($QS_ROOT,
@@ -38,14 +41,17 @@ fi
 rm -rf "$ROOT"
 cp -a "$BASE" "$ROOT"
 mkdir -p "$ROOT/src/hpcjobs"
-git -C "$REPO" archive HEAD | tar -x -C "$ROOT/src/hpcjobs"
+# The tree as git sees it (tracked and untracked, not ignored files; no .venv*), as a user's
+# checkout would hold it.
+(cd "$REPO" && git ls-files -z -co --exclude-standard | grep -zv '^\.venv' \
+    | tar --null -T - -cf -) | tar -xf - -C "$ROOT/src/hpcjobs"
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
 # The host's CA bundle: where the index is reached through an inspecting proxy, its CA is there.
 mkdir -p "$ROOT/etc/ssl"
 cp /etc/ssl/certs/ca-certificates.crt "$ROOT/etc/ssl/host-ca.crt" 2>/dev/null || true
 ENV=(/usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
      LANG=C.UTF-8 PIP_NO_CACHE_DIR=1 PIP_CERT=/etc/ssl/host-ca.crt)
-echo "quickstart_fresh: $(cat "$ROOT/etc/debian_version") root at $ROOT, tree $(git -C "$REPO" rev-parse --short HEAD);" \
+echo "quickstart_fresh: $(cat "$ROOT/etc/debian_version") root at $ROOT, tree $(git -C "$REPO" rev-parse --short HEAD)$(git -C "$REPO" diff --quiet HEAD || echo ' with changes');" \
      "$(nproc) cores, load $(cut -d' ' -f1 /proc/loadavg)"
 
 # 1. the install, online (a private mount namespace for /proc, /dev, /sys of the chroot).
@@ -71,12 +77,12 @@ unshare --net --mount --pid --uts --ipc --fork --propagation private bash -c '
     mount -t tmpfs -o mode=1777 tmp "$R/tmp"
     hostname qs-fresh
     ip link set lo up
-    exec chroot "$R" "$@"' sh "$ROOT" "${ENV[@]}" bash -c "cd /src/hpcjobs && scripts/quickstart" \
+    exec chroot "$R" "$@"' sh "$ROOT" "${ENV[@]}" bash -c "cd /src/hpcjobs && PATH=/src/hpcjobs/.venv/bin:\$PATH && ${QS_RUN:-scripts/quickstart}" \
     2>&1 | tee "$ROOT/quickstart.log"
 t2=$(date +%s.%N)
-python3 - "$t0" "$t1" "$t2" <<'EOF'
+python3 - "$t0" "$t1" "$t2" "${QS_RUN:-}" <<'EOF'
 import sys
-t0, t1, t2 = map(float, sys.argv[1:])
-print(f"quickstart_fresh: install (online) {t1 - t0:.1f} s + quickstart (isolated: install check, "
-      f"sandbox up, job, output) {t2 - t1:.1f} s = {t2 - t0:.1f} s")
+t0, t1, t2 = map(float, sys.argv[1:4])
+what = sys.argv[4] or "quickstart (isolated: install check, sandbox up, job, output)"
+print(f"quickstart_fresh: install (online) {t1 - t0:.1f} s + {what} {t2 - t1:.1f} s = {t2 - t0:.1f} s")
 EOF

@@ -1,6 +1,9 @@
-"""Sandbox figures: bring-up and teardown with 3 and 8 nodes, srun latency, an 8-node job.
+"""Sandbox figures: bring-up and teardown with 3 and 8 nodes, srun latency, an 8-node job;
+with --accounting also bring-up and teardown with MariaDB + slurmdbd, their memory, and how
+soon a finished job reaches sacct.
 
     python benchmarks/sandbox_bringup.py [--repeat 3] [--srun-repeat 10] [--force]
+    python benchmarks/sandbox_bringup.py --accounting --no-jobs   # up/down with and without
 
 Runs as root and RESTARTS the machine's sandbox (there is only one): it refuses while jobs are
 queued unless --force, and leaves a sandbox up as it found it (same node count) or down. Each
@@ -51,14 +54,52 @@ def row(label: str, ms: float, base: float | None = None, extra: str = "") -> No
     print(f"  {label:<44} {ms:8.1f} ms {ratio}  {extra}")
 
 
-def cycle(nodes: int, repeat: int) -> tuple[float, float, float]:
+def cycle(nodes: int, repeat: int, accounting: bool = False) -> tuple[float, float, float]:
     """Median (up ms, internal bring-up ms, down ms) over ``repeat`` cold starts."""
     ups, inner, downs = [], [], []
     for _ in range(repeat):
-        ups.append(run([*HPCJOBS, "sandbox", "up", "--nodes", str(nodes)]))
+        ups.append(run([*HPCJOBS, "sandbox", "up", "--nodes", str(nodes),
+                        *(["--accounting"] if accounting else [])]))
         inner.append(meta().get("bringup_s", 0) * 1000)
         downs.append(run([*HPCJOBS, "sandbox", "down"]))
     return statistics.median(ups), statistics.median(inner), statistics.median(downs)
+
+
+def rss_mb(names: tuple[str, ...]) -> float:
+    """Resident memory (MB) of the sandbox daemons with these names."""
+    from hpcjobs.sandbox import daemons
+    from hpcjobs.sandbox.layout import layout
+
+    total = 0
+    for d in daemons.load(layout())[0]:
+        if d.name in names and d.alive():
+            for line in Path(f"/proc/{d.pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+    return total / 1024
+
+
+def accounting_extra() -> None:
+    """With MariaDB + slurmdbd up: their memory, and how soon a finished job reaches sacct."""
+    run([*HPCJOBS, "sandbox", "up", "--nodes", "3", "--accounting"])
+    mem = rss_mb(("mariadbd", "slurmdbd"))
+    ctl = rss_mb(("slurmctld",))
+    idle()
+    jid = subprocess.run(["sbatch", "--parsable", "-J", NAME, "-o", "/dev/null", "--wrap", "true"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    while "JobState=COMPLETED" not in subprocess.run(
+            ["scontrol", "show", "job", "-o", jid], capture_output=True, text=True).stdout:
+        time.sleep(0.05)
+    t0 = time.perf_counter()
+    while "COMPLETED" not in subprocess.run(["sacct", "-n", "-X", "-P", "-o", "State", "-j", jid],
+                                            capture_output=True, text=True).stdout:
+        if time.perf_counter() - t0 > 60:
+            sys.exit(f"job {jid} did not reach sacct within 60 s")
+        time.sleep(0.1)
+    lag = (time.perf_counter() - t0) * 1000
+    run([*HPCJOBS, "sandbox", "down"])
+    print(f"  memory: mariadbd + slurmdbd {mem:.0f} MB resident (slurmctld {ctl:.0f} MB); "
+          f"a job COMPLETED in scontrol is COMPLETED in sacct {lag:.0f} ms later")
 
 
 NAME = "hpcjobs-bench"  # every benchmark job has this name; others' jobs are counted apart
@@ -101,6 +142,10 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3, help="cold starts per node count")
     ap.add_argument("--srun-repeat", type=int, default=10)
     ap.add_argument("--force", action="store_true", help="restart even with jobs queued")
+    ap.add_argument("--accounting", action="store_true",
+                    help="also up/down with MariaDB + slurmdbd (mariadb-server, slurmdbd)")
+    ap.add_argument("--no-jobs", action="store_true",
+                    help="only the 3-node cold starts (and --accounting's figures)")
     a = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("run as root: the sandbox needs it")
@@ -116,10 +161,29 @@ def main() -> None:
     print(f"sandbox bring-up ({os.cpu_count()} cores, {Path('/proc/version').read_text().split()[2]}, "
           f"python {sys.version.split()[0]}; load average {os.getloadavg()[0]:.1f}; medians)")
     run([*HPCJOBS, "sandbox", "down"])
-    up3, in3, down3 = cycle(3, a.repeat)
-    up8, in8, down8 = cycle(8, a.repeat)
+    if a.accounting:
+        # Interleaved, so that both see the same load on a shared machine.
+        plain, acct = [], []
+        for _ in range(a.repeat):
+            plain.append(cycle(3, 1))
+            acct.append(cycle(3, 1, accounting=True))
+        up3, in3, down3 = (statistics.median(x) for x in zip(*plain))
+        upa, ina, downa = (statistics.median(x) for x in zip(*acct))
+    else:
+        up3, in3, down3 = cycle(3, a.repeat)
     print(f" cold start, {a.repeat} runs each (CLI wall time; 'inside' = first daemon to all idle)")
     row("hpcjobs sandbox up --nodes 3 (baseline)", up3, extra=f"inside {in3:6.1f} ms")
+    if a.accounting:
+        row("hpcjobs sandbox up --nodes 3 --accounting", upa, up3, extra=f"inside {ina:6.1f} ms")
+        row("hpcjobs sandbox down (3 nodes, baseline)", down3)
+        row("hpcjobs sandbox down (3 nodes, accounting)", downa, down3)
+        accounting_extra()
+    if a.no_jobs:
+        if before.up:
+            run([*HPCJOBS, "sandbox", "up", "--nodes", str(before.nodes)])
+            print(f"sandbox restored: {before.nodes} nodes up")
+        return
+    up8, in8, down8 = cycle(8, a.repeat)
     row("hpcjobs sandbox up --nodes 8", up8, up3, extra=f"inside {in8:6.1f} ms")
     row("hpcjobs sandbox down (3 nodes, baseline)", down3)
     row("hpcjobs sandbox down (8 nodes)", down8, down3)

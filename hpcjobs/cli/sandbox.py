@@ -50,6 +50,8 @@ def status():
     if h.up:
         click.echo(f"sandbox up: {h.nodes} nodes, healthy"
                    f"{', accounting on (sacct)' if h.accounting else ''}")
+        for line in lifecycle.notes(h):
+            click.echo(line)
         sys.exit(0)
     click.echo(f"sandbox not up: {'; '.join(h.problems)}", err=True)
     sys.exit(1)

@@ -27,6 +27,9 @@ from hpcjobs.sandbox.layout import CLIENT_CONF, Layout, layout
 
 REQUIRED = {"slurmctld": "slurmctld", "slurmd": "slurmd", "sinfo": "slurm-client",
             "munged": "munge", "ip": "iproute2", "nsenter": "util-linux", "unshare": "util-linux"}
+# The shipped MinJobAge (hpcjobs/slurmconf.py): how long a finished job stays in squeue and
+# scontrol when there is no accounting.
+MIN_JOB_AGE_S = 600
 CONTROLLER_WAIT_S = 20.0
 NODES_WAIT_S = 40.0
 # "planned" (Slurm >= 21.08): idle, but held by the backfill scheduler for a pending job
@@ -113,6 +116,26 @@ def health(lay: Layout | None = None, settle: float = 2.0) -> Health:
         time.sleep(0.5)
     h.up = not h.problems
     return h
+
+
+def notes(h: Health, lay: Layout | None = None) -> list[str]:
+    """What a user of the running sandbox must know beyond its nodes (``sandbox status``):
+    whether ``sacct`` answers, and the address at which jobs reach this host."""
+    lay = lay or layout()
+    if h.accounting:
+        acct = (f"accounting: on (slurmdbd on {config.CONTROLLER_ADDRESS}:6819, MariaDB in the "
+                "controller's namespace): sacct answers, as on a cluster with a database")
+    else:
+        acct = ("accounting: off, as in the cluster's shipped slurm.conf: sacct knows no job, "
+                "so clients that read job state from sacct (submitit, for one) see every job "
+                "as UNKNOWN; hpcjobs, squeue and `scontrol show job` work (a finished job "
+                f"stays there {MIN_JOB_AGE_S} s), and {lay.log / 'jobcomp.txt'} keeps every "
+                "finished job. For sacct: scripts/install --accounting, then "
+                "hpcjobs sandbox down && hpcjobs sandbox up --accounting")
+    host = (f"this host, seen from jobs: {config.BRIDGE_ADDRESS} (bridge {netns.BRIDGE}); a "
+            "service that jobs must reach (a dask scheduler, a Ray head) listens there or on "
+            "0.0.0.0: 127.0.0.1 in a job is the node's own loopback")
+    return [acct, host]
 
 
 def _slurm_view(lay: Layout, nodes: int) -> tuple[list[str], str]:

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -109,6 +111,94 @@ def test_status_and_idempotent_up(sandbox):
     assert again.returncode == 0 and "already up" in again.stdout, again.stderr
     other = hpcjobs("sandbox", "up", "--nodes", str(sandbox.n + 1))
     assert other.returncode == 2 and len(other.stderr.strip().splitlines()) == 1, other.stderr
+
+
+def test_status_says_what_works_without_accounting_and_where_the_host_is(sandbox):
+    from hpcjobs.sandbox import lifecycle
+
+    st = hpcjobs("sandbox", "status")
+    assert st.returncode == 0, st.stderr
+    if lifecycle.health().accounting:
+        assert "accounting: on" in st.stdout and "sacct answers" in st.stdout
+    else:
+        line = next(x for x in st.stdout.splitlines() if x.startswith("accounting: off"))
+        assert "UNKNOWN" in line and "hpcjobs sandbox up --accounting" in line
+        assert "scripts/install --accounting" in line
+        # What it says: sacct knows no job (it says why), the job is in scontrol and jobcomp.
+        job = run_job(["-N1", "-o", "/dev/null", "--wrap", "true"])
+        assert job.ok, job
+        sacct = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", job.job_id],
+                               capture_output=True, text=True)
+        assert job.job_id not in sacct.stdout
+        assert "accounting storage is disabled" in sacct.stdout + sacct.stderr
+        from hpcjobs.sandbox.layout import layout
+
+        deadline = time.monotonic() + 10  # slurmctld appends the line as the job completes
+        comp = ""
+        while f"JobId={job.job_id} " not in comp and time.monotonic() < deadline:
+            comp = (layout().log / "jobcomp.txt").read_text()
+            time.sleep(0.1)
+        assert re.search(rf"JobId={job.job_id} .*JobState=COMPLETED", comp), comp[-500:]
+    assert "this host, seen from jobs: 10.200.0.100 (bridge hpcjobs-br0)" in st.stdout
+
+
+def _serve_once(host: str) -> tuple[socket.socket, dict]:
+    """A one-shot TCP server on host:ephemeral port: answers a token, records who came."""
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((host, 0))
+    srv.listen(1)
+    srv.settimeout(60)
+    seen: dict = {"token": f"tok-{os.getpid()}-{time.monotonic_ns()}"}
+
+    def serve():
+        try:
+            conn, addr = srv.accept()
+        except OSError:
+            return
+        with conn:
+            seen["peer"] = addr[0]
+            seen["said"] = conn.recv(200).decode()
+            conn.sendall(seen["token"].encode())
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    seen["thread"] = t
+    return srv, seen
+
+
+CLIENT = ("import socket, sys\n"
+          "try:\n"
+          "    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)\n"
+          "except OSError as e:\n"
+          "    print('refused', type(e).__name__); sys.exit(0)\n"
+          "s.sendall(socket.gethostname().encode())\n"
+          "print('got', s.recv(200).decode())\n")
+
+
+def test_a_job_reaches_a_service_on_the_host_through_the_bridge(sandbox):
+    """What dask-jobqueue and Ray users need: a server on the host's bridge address answers a
+    job on a node; the same server on the host's 127.0.0.1 is out of a job's reach."""
+    srv, seen = _serve_once("10.200.0.100")
+    try:
+        port = srv.getsockname()[1]
+        node = sandbox.nodes[-1]
+        p = srun(["-N1", "-w", node, sys.executable, "-c", CLIENT, "10.200.0.100", str(port)])
+        assert p.returncode == 0, p.stderr
+        assert p.stdout.split() == ["got", seen["token"]], p.stdout
+        seen["thread"].join(10)
+        k = int(node.removeprefix("node"))
+        assert (seen["peer"], seen["said"]) == (f"10.200.0.{k}", node)
+    finally:
+        srv.close()
+    lo, _ = _serve_once("127.0.0.1")
+    try:
+        p = srun(["-N1", "-w", sandbox.nodes[0], sys.executable, "-c", CLIENT, "127.0.0.1",
+                  str(lo.getsockname()[1])])
+        assert p.returncode == 0, p.stderr
+        assert p.stdout.split() == ["refused", "ConnectionRefusedError"], p.stdout
+    finally:
+        lo.close()
 
 
 # --- lifecycle: restarts the shared sandbox, so only in CI or when asked --------------------
