@@ -67,7 +67,8 @@ def _preflight(accounting: bool = False) -> None:
                       and not os.path.exists(f"/usr/sbin/{exe}")})
     if missing:
         raise BadInput("sandbox", f"missing Debian packages: {' '.join(missing)}",
-                       "run scripts/install (or apt-get install them)")
+                       f"run scripts/install{' --accounting' if accounting else ''} "
+                       "(or apt-get install them)")
 
 
 def _check_subnet() -> None:

