@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 import subprocess
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields
 
 from hpcjobs.errors import SlurmError
 
@@ -39,6 +39,18 @@ CONNECT_FAILURES = ("Unable to contact slurm controller", "Connection refused")
 SEP = "\x1f"  # field separator for squeue -o: no job name or path legitimately contains it
 
 
+# Every job state Slurm 22.05 and 24.11 name (squeue(1) JOB STATE CODES), and their short codes.
+STATES = FINAL_STATES | {
+    "PENDING", "RUNNING", "SUSPENDED", "COMPLETING", "CONFIGURING", "REQUEUED", "REQUEUE_FED",
+    "REQUEUE_HOLD", "RESIZING", "RESV_DEL_HOLD", "SIGNALING", "STAGE_OUT", "STOPPED", "UNKNOWN",
+}
+STATE_CODES = {"PD": "PENDING", "R": "RUNNING", "S": "SUSPENDED", "CG": "COMPLETING",
+               "CF": "CONFIGURING", "CD": "COMPLETED", "CA": "CANCELLED", "F": "FAILED",
+               "TO": "TIMEOUT", "NF": "NODE_FAIL", "OOM": "OUT_OF_MEMORY", "PR": "PREEMPTED",
+               "BF": "BOOT_FAIL", "DL": "DEADLINE", "RQ": "REQUEUED", "SE": "SPECIAL_EXIT",
+               "RV": "REVOKED", "ST": "STOPPED"}
+
+
 @dataclass
 class JobStatus:
     job_id: str
@@ -46,20 +58,57 @@ class JobStatus:
     reason: str = ""
     exit_code: int | None = None  # the program's exit code (from "rc:signal")
     signal: int | None = None
-    elapsed: str = ""
+    elapsed: str = ""  # as Slurm printed it ("1:27", "00:01:27", "1-02:03:04"); see .seconds
     nodes: str = ""
     name: str = ""
     partition: str = ""
     stdout: str = ""
     restarts: int = 0
-    source: str = ""  # squeue | scontrol | sacct | record
+    source: str = ""  # squeue | scontrol | sacct | record | none
+    user: str = ""
+    # The tasks of a job array, when this status stands for the whole array (hpcjobs.watch).
+    tasks: list[JobStatus] = field(default_factory=list)
 
     @property
     def done(self) -> bool:
         return self.state in FINAL_STATES
 
+    @property
+    def seconds(self) -> int | None:
+        """Elapsed (run) time in seconds, whatever form Slurm printed it in."""
+        return parse_duration(self.elapsed)
+
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> JobStatus:
+        """The inverse of :meth:`to_dict`; keys it does not know (an older record's) are dropped."""
+        known = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in d.items() if k in known}
+        kw["tasks"] = [cls.from_dict(t) for t in kw.get("tasks") or ()]
+        return cls(**kw)
+
+
+_DURATION = re.compile(r"^(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)$")
+
+
+def parse_duration(text: str) -> int | None:
+    """Seconds of a Slurm duration: "M:SS" (squeue %M), "HH:MM:SS", "D-HH:MM:SS"; None for
+    "", "INVALID", "UNLIMITED" and the like."""
+    m = _DURATION.match((text or "").strip())
+    if not m:
+        return None
+    d, h, mi, s = (int(g) if g else 0 for g in m.groups())
+    return ((d * 24 + h) * 60 + mi) * 60 + s
+
+
+def format_duration(seconds: float | None) -> str:
+    """One form for every duration hpcjobs prints: H:MM:SS (0:00:07, 26:03:04); "" if unknown."""
+    if seconds is None:
+        return ""
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
 def run(argv: list[str], *, retries: int = 3, input: str | None = None, check: bool = True,
@@ -311,18 +360,26 @@ def sacct_jobs(job_ids: list[str]) -> list[JobStatus]:
 
 
 def job_status(job_ids: list[str]) -> dict[str, JobStatus]:
-    """State of each job: scontrol while Slurm holds it, else sacct, else UNKNOWN."""
-    found, missing = scontrol_jobs(job_ids)
-    result = {}
-    for st in found:
+    """State of each job, one Slurm call for all of them: squeue while Slurm holds the job
+    (every state, :func:`squeue_jobs`), else sacct (one call for the rest), else UNKNOWN.
+
+    Keyed by job id; an array's parent id gives each of its tasks, keyed by task id
+    ("12_3"), and no entry of its own.
+    """
+    result: dict[str, JobStatus] = {}
+    for st in squeue_jobs(job_ids):
         result.setdefault(st.job_id, st)
-    # scontrol on an array's parent id lists each task; keep them all, keyed by task id.
+    missing = [j for j in job_ids if not _known(j, result)]
     for st in sacct_jobs(missing):
         result.setdefault(st.job_id, st)
     for jid in job_ids:
-        if jid not in result and not any(k.startswith(jid + "_") for k in result):
+        if not _known(jid, result):
             result[jid] = JobStatus(job_id=jid, state="UNKNOWN", source="none")
     return result
+
+
+def _known(jid: str, found: dict[str, JobStatus]) -> bool:
+    return jid in found or any(k.startswith(jid + "_") for k in found)
 
 
 def parse_squeue(text: str) -> list[JobStatus]:
@@ -352,9 +409,118 @@ def squeue(user: str | None = None, job_ids: list[str] | None = None) -> list[Jo
     return parse_squeue(run(argv).stdout)
 
 
-def scancel(job_ids: list[str], signal: str | None = None) -> None:
+# What the watchers read (wait, status, logs --follow, cancel): squeue's long format, because
+# only it has the exit code and the restart count (-o has no letter for them). "Name:\x1f"
+# means width 0 (no padding, no truncation) and "\x1f" appended: squeue's _parse_long_token
+# reads "type[:[.][size][suffix]]", the same on 22.05 and 24.11. The name comes last so that
+# it may hold anything. Fixtures: tests/fixtures/slurm/*/watch/ (scripts/record-watch-fixtures).
+WATCH_FIELDS = ("JobArrayID", "State", "Reason", "TimeUsed", "NodeList", "Partition", "UserName",
+                "exit_code", "RestartCnt", "Name")
+WATCH_FORMAT = ",".join(f"{f}:{SEP}" for f in WATCH_FIELDS[:-1]) + f",{WATCH_FIELDS[-1]}:"
+
+
+def parse_squeue_watch(text: str) -> list[JobStatus]:
+    """Parse ``squeue --noheader --array -t all -O WATCH_FORMAT``.
+
+    squeue's exit_code is the raw wait status on 22.05 (768 for ``exit 3``, 9 for SIGKILL) and
+    "rc:sig" on 24.11 ("3:0", "0:9"), as scontrol and sacct print it on both; a job that has
+    not ended has none (Slurm says 0).
+    """
+    out = []
+    n = len(WATCH_FIELDS)
+    for line in text.splitlines():
+        parts = line.split(SEP, n - 1)
+        if len(parts) != n:
+            continue
+        jid, state, reason, elapsed, nodes, part, user, status, restarts, name = parts
+        state = state.strip().split()[0] if state.strip() else "UNKNOWN"
+        ec = sig = None
+        if state in FINAL_STATES:
+            status = status.strip()
+            ec, sig = _wait_status(int(status)) if status.isdigit() else _exit(status)
+        r = restarts.strip()
+        out.append(JobStatus(job_id=jid.strip(), state=state, reason=_none(reason.strip()),
+                             exit_code=ec, signal=sig, elapsed=elapsed.strip(),
+                             nodes=_none(nodes.strip()), partition=part.strip(), name=name,
+                             restarts=int(r) if r.isdigit() else 0, user=user.strip(),
+                             source="squeue"))
+    return out
+
+
+def _wait_status(status: int) -> tuple[int, int]:
+    """(exit code, signal) of a wait(2) status, as Slurm prints it in "rc:sig"."""
+    if status & 0x7F:
+        return 0, status & 0x7F
+    return (status >> 8) & 0xFF, 0
+
+
+def squeue_jobs(job_ids: list[str] | None = None, *, user: str | None = None,
+                all_states: bool = True) -> list[JobStatus]:
+    """One squeue for many jobs: every task of every array (``--array``) and, with
+    ``all_states``, jobs that ended within MinJobAge too (``-t all``), with exit codes.
+
+    squeue is given the base ids (an array's tasks are picked out here: squeue's own "12_[1-2]"
+    selection is unreliable on 22.05) and answers the whole list with one REQUEST_JOB_INFO
+    (squeue filters on its side), a single id with one REQUEST_JOB_INFO_SINGLE. It says
+    "Invalid job id specified" for one unknown id, and nothing for unknown ids in a list: both
+    mean "not in the queue".
+    """
+    argv = ["squeue", "--noheader", "--array", "-O", WATCH_FORMAT]
+    if all_states:
+        argv += ["-t", "all"]
+    wanted = None
+    if job_ids:
+        bases = list(dict.fromkeys(j.split("_")[0] for j in job_ids))
+        argv += ["-j", ",".join(bases)]
+        wanted = set(job_ids)
+    elif job_ids is not None:
+        return []  # an empty list selects nothing (squeue -j "" would list every job)
+    elif user:
+        argv += ["-u", user]
+    proc = run(argv, check=False)
+    if proc.returncode != 0:
+        if "Invalid job id" in _message(proc):
+            return []
+        proc = run(argv)  # Slurm's error: retried when transient, else raised with its message
+    got = parse_squeue_watch(proc.stdout)
+    if wanted is None:
+        return got
+    return [s for s in got if s.job_id in wanted or s.job_id.split("_")[0] in wanted]
+
+
+# scancel says nothing for a job that already ended or never existed (exit 0 on both
+# versions, tests/fixtures/slurm/*/scancel_invalid); it names each job it could not cancel:
+# "scancel: error: Kill job error on job id 12: Access/permission denied".
+_KILL_ERROR = re.compile(r"Kill job error on job id (\S+): (.*)$")
+
+
+def scancel(job_ids: list[str], signal: str | None = None) -> dict[str, str]:
+    """Cancel jobs in one scancel call; returns {job id: Slurm's reason} for those it refused.
+
+    A controller that cannot be reached raises :class:`SlurmError` (retried like every call).
+    """
+    if not job_ids:
+        return {}
     argv = ["scancel"] + ([f"--signal={signal}"] if signal else []) + list(job_ids)
-    run(argv)
+    proc = run(argv, check=False)
+    refused = parse_scancel(proc.stderr)
+    unanswered = any(t in why for why in refused.values() for t in TRANSIENT)
+    if unanswered or (proc.returncode != 0 and not refused):
+        # The controller did not answer (or scancel failed for another reason): run() retries
+        # a transient error and raises Slurm's own message otherwise.
+        proc = run(argv)
+        refused = parse_scancel(proc.stderr)
+    return refused
+
+
+def parse_scancel(stderr: str) -> dict[str, str]:
+    """{job id: reason} from scancel's "Kill job error on job id N: REASON" lines."""
+    out = {}
+    for line in (stderr or "").splitlines():
+        m = _KILL_ERROR.search(line.strip())
+        if m:
+            out[m.group(1)] = m.group(2).strip()
+    return out
 
 
 def ping() -> str:

@@ -377,3 +377,175 @@ def test_recorded_restart_was_ridden_out_by_run(rec):
     r = json.loads((rec.dir / "retry_across_restart.json").read_text())
     assert r["ok"] and [a["rc"] for a in r["attempts"]] == [1, 0]
     assert any(t in r["attempts"][0]["stderr"] for t in slurm.TRANSIENT)
+
+
+# --- the watchers' squeue (-O WATCH_FORMAT, -t all) and scancel: tests/fixtures/slurm/*/watch/ ---
+
+class Watch(Run):
+    """One version's recording by scripts/record-watch-fixtures."""
+
+    def __init__(self, version: str):
+        super().__init__(version)
+        self.dir = FIXTURES / "slurm" / version / "watch"
+        self.captures = json.loads((self.dir / "captures.json").read_text())
+        self.jobs = json.loads((self.dir / "jobs.json").read_text())
+
+    def parsed(self, name: str = "watch_all") -> dict[str, slurm.JobStatus]:
+        return {s.job_id: s for s in slurm.parse_squeue_watch(self.out(name))}
+
+
+@pytest.fixture(params=VERSIONS)
+def wrec(request) -> Watch:
+    return Watch(request.param)
+
+
+def test_watch_recorded_versions():
+    for v, debian in (("22.05", "12."), ("24.11", "13.")):
+        ver = Watch(v).captures["_version"]
+        assert ver["slurmd -V"].startswith(f"slurm-wlm {v}.") and ver["debian"].startswith(debian)
+
+
+def test_watch_format_is_what_was_recorded(wrec):
+    argv = wrec.captures["watch_all"]["argv"]
+    assert argv[argv.index("-O") + 1] == slurm.WATCH_FORMAT
+    assert "\x1f" in wrec.out("watch_all") and "  " not in wrec.out("watch_all").replace(
+        "my job a=b  two", "")  # width 0: no padding on either version
+
+
+WATCH = {  # case: (state, reason, exit code, signal, restarts)
+    "completed": ("COMPLETED", "", 0, 0, 0),
+    "failed": ("FAILED", "NonZeroExitCode", 3, 0, 0),
+    "timeout": ("TIMEOUT", "TimeLimit", 0, 15, 0),
+    "cancelled": ("CANCELLED", "", 0, 15, 0),
+    "running": ("RUNNING", "", None, None, 0),  # no exit code before the end
+    "requeued": ("PENDING", "BeginTime", None, None, 1),
+    "held": ("PENDING", "JobHeldUser", None, None, 0),
+}
+
+
+@pytest.mark.parametrize("case", sorted(WATCH))
+def test_watch_states_and_exit_codes(wrec, case):
+    """22.05 prints the raw wait status (768 for exit 3), 24.11 "3:0": the same JobStatus."""
+    st = wrec.parsed()[wrec.jobs[case]]
+    assert (st.state, st.reason, st.exit_code, st.signal, st.restarts) == WATCH[case]
+    assert st.source == "squeue" and st.partition == "gpu" and st.user == "root"
+    assert st.name == case and st.nodes == ("" if st.state == "PENDING" else "node1")
+
+
+def test_watch_exit_code_forms_differ_by_version(wrec):
+    line = next(ln for ln in wrec.out("watch_all").splitlines()
+                if ln.startswith(wrec.jobs["failed"] + "\x1f"))
+    assert line.split("\x1f")[7] == {"22.05": "768", "24.11": "3:0"}[wrec.version]
+
+
+def test_watch_signal(wrec):
+    st = wrec.parsed()[wrec.jobs["signal"]]
+    assert (st.state, st.exit_code, st.signal) == ("FAILED", 0, 9)
+
+
+def test_watch_name_with_spaces_and_running_time(wrec):
+    got = wrec.parsed()
+    assert got[wrec.jobs["spaces"]].name == "my job a=b  two"
+    assert slurm.parse_duration(got[wrec.jobs["running"]].elapsed) in (86, 87, 88)
+
+
+def test_watch_arrays(wrec):
+    got = wrec.parsed()
+    a, t = wrec.jobs["array"], wrec.jobs["array_throttled"]
+    assert [(got[f"{a}_{k}"].state, got[f"{a}_{k}"].exit_code) for k in range(3)] == \
+           [("COMPLETED", 0), ("FAILED", 1), ("FAILED", 2)]
+    assert got[f"{t}_0"].state == "RUNNING"
+    for k in (1, 2, 3):  # --array lists each pending task on its own line
+        assert (got[f"{t}_{k}"].state, got[f"{t}_{k}"].reason) == ("PENDING", "JobArrayTaskLimit")
+    assert set(wrec.parsed("watch_array")) == {f"{a}_{k}" for k in range(3)}
+
+
+def test_watch_every_job_in_one_call_and_ended_ones_too(wrec):
+    got = wrec.parsed()
+    bases = {j.split("_")[0] for j in got}
+    assert bases == set(wrec.jobs.values())  # -t all: the ended jobs are there
+    queue = wrec.parsed("watch_queue")  # without -t all: only pending and running
+    assert all(s.state in ("PENDING", "RUNNING") for s in queue.values())
+    assert wrec.jobs["completed"] not in queue and wrec.jobs["requeued"] in queue
+
+
+def test_watch_single_and_unknown_ids(wrec):
+    (st,) = slurm.parse_squeue_watch(wrec.out("watch_single"))
+    assert (st.job_id, st.state) == (wrec.jobs["completed"], "COMPLETED")
+    p = wrec.proc("watch_invalid")
+    assert p.returncode == 1 and slurm._message(p) == "slurm_load_jobs error: Invalid job id specified"
+    q = wrec.proc("watch_invalid_list")
+    assert (q.returncode, q.stdout, q.stderr) == (0, "", "")
+
+
+def test_squeue_jobs_reads_one_unknown_id_as_not_in_the_queue(wrec, monkeypatch):
+    calls = []
+
+    def fake_run(argv, check=True, **kw):
+        calls.append(argv)
+        return wrec.proc("watch_invalid")
+
+    monkeypatch.setattr(slurm, "run", fake_run)
+    assert slurm.squeue_jobs(["99999999"]) == []
+    assert len(calls) == 1 and calls[0][-2:] == ["-j", "99999999"]
+
+
+def test_squeue_jobs_one_call_for_many_and_task_selection(wrec, monkeypatch):
+    calls = []
+
+    def fake_run(argv, check=True, **kw):
+        calls.append(argv)
+        return wrec.proc("watch_all")
+
+    monkeypatch.setattr(slurm, "run", fake_run)
+    a = wrec.jobs["array"]
+    got = slurm.squeue_jobs([wrec.jobs["failed"], f"{a}_1", wrec.jobs["held"]])
+    assert sorted(s.job_id for s in got) == sorted([wrec.jobs["failed"], f"{a}_1", wrec.jobs["held"]])
+    assert len(calls) == 1
+    # squeue gets base ids (its own "12_[1-2]" selection is unreliable), in one -j list
+    assert calls[0][calls[0].index("-j") + 1] == f"{wrec.jobs['failed']},{a},{wrec.jobs['held']}"
+    assert "-t" in calls[0] and calls[0][calls[0].index("-t") + 1] == "all"
+    assert slurm.squeue_jobs([]) == [] and len(calls) == 1  # nothing asked, nothing called
+
+
+def test_scancel_is_silent_for_ended_and_unknown_jobs(wrec):
+    for name in ("scancel_ended", "scancel_unknown"):
+        p = wrec.proc(name)
+        assert (p.returncode, p.stdout, p.stderr) == (0, "", ""), name
+
+
+def test_scancel_refusal_per_job(wrec):
+    p = wrec.proc("scancel_denied")
+    assert p.returncode == 210
+    assert slurm.parse_scancel(p.stderr) == {wrec.jobs["running"]: "Access/permission denied",
+                                             wrec.jobs["completed"]: "Access/permission denied"}
+
+
+def test_scancel_returns_the_refused(wrec, monkeypatch):
+    monkeypatch.setattr(slurm, "run", lambda argv, check=True, **kw: wrec.proc("scancel_denied"))
+    refused = slurm.scancel([wrec.jobs["running"], wrec.jobs["completed"]])
+    assert set(refused) == {wrec.jobs["running"], wrec.jobs["completed"]}
+
+
+def test_scancel_unreachable_controller_is_slurms_message(rec, monkeypatch):
+    monkeypatch.setattr(slurm.subprocess, "run", lambda *a, **kw: rec.proc("down_scancel"))
+    monkeypatch.setattr(slurm.time, "sleep", lambda s: None)
+    with pytest.raises(slurm.SlurmError, match="Unable to contact slurm controller"):
+        slurm.scancel(["1"])
+
+
+def test_durations():
+    for text, secs in (("1:27", 87), ("00:01:27", 87), ("1:02:03", 3723), ("1-02:03:04", 93784),
+                       ("0:00", 0)):
+        assert slurm.parse_duration(text) == secs, text
+    for text in ("", "INVALID", "UNLIMITED", "N/A"):
+        assert slurm.parse_duration(text) is None
+    assert [slurm.format_duration(s) for s in (0, 7, 87, 3723, 93784, None)] == \
+           ["0:00:00", "0:00:07", "0:01:27", "1:02:03", "26:03:04", ""]
+
+
+def test_job_status_round_trips_through_a_record():
+    task = slurm.JobStatus("12_1", "FAILED", exit_code=1, elapsed="0:03")
+    st = slurm.JobStatus("12", "FAILED", exit_code=1, tasks=[task])
+    back = slurm.JobStatus.from_dict({**json.loads(json.dumps(st.to_dict())), "old_key": 1})
+    assert back == st and back.tasks[0].seconds == 3
