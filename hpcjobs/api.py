@@ -26,22 +26,36 @@ from hpcjobs.slurm import JobStatus
 from hpcjobs.spec import JobSpec
 
 __all__ = [
+    "Cancelled",
     "Cluster",
     "JobSpec",
     "JobStatus",
+    "Output",
     "Prepared",
     "Run",
     "Submission",
     "cancel",
+    "describe",
+    "describe_end",
+    "format_duration",
+    "known_job_ids",
     "load_cluster",
     "logs",
+    "no_such_job",
+    "output_size",
+    "outputs",
     "plan",
     "prepare",
     "queue",
+    "read_output",
     "render",
     "status",
     "submit",
+    "task_summary",
+    "unknown",
     "wait",
+    "wait_all",
+    "watch_jobs",
 ]
 
 
@@ -118,51 +132,109 @@ def submit(job: JobSpec | Prepared, cluster: Cluster | None = None, *, dry_run: 
     return Submission(job_id, run, rendered)
 
 
-def status(job_ids: list[str] | None = None, *, limit: int = 20) -> list[tuple[JobStatus, Run | None]]:
-    """Status of the given jobs, or of the most recent recorded ones."""
+def status(job_ids: list[str] | None = None, *, limit: int = 20, states: list[str] | None = None,
+           kind: str | None = None, expand: bool = False) -> list[tuple[JobStatus, Run | None]]:
+    """Status of the given jobs, or of the most recent ``limit`` recorded ones (0: all), with
+    one squeue for all of them (and one sacct for those Slurm no longer holds).
+
+    An array is one row whose ``tasks`` hold its tasks; ``expand`` gives a row per task.
+    ``states`` (names or squeue's short codes: PD, R, CD, F, ...) and ``kind`` filter the rows.
+    A job nobody knows (not in the queue, not recorded, not in accounting) comes back with
+    state UNKNOWN and source "none". Raises BadInput for a value that is not a job id.
+    """
+    from hpcjobs import watch
+
+    wanted = _states_filter(states)
+    _kind_filter(kind)
     if job_ids:
-        states = slurm.job_status(job_ids)
-        result = []
-        for jid, st in states.items():
-            run = runs.find(jid)
-            if st.state == "UNKNOWN" and run:
-                st = _recorded(run, st)
-            result.append((st, run))
-        return result
-    recorded = [r for r in runs.all_runs() if r.job_id][-limit:] if limit else \
-        [r for r in runs.all_runs() if r.job_id]
-    if not recorded:
-        return []
-    live = {st.job_id: st for st in slurm.squeue(job_ids=[r.job_id for r in recorded])} \
-        if len(recorded) <= 100 else {st.job_id: st for st in slurm.squeue(user=_user())}
-    out = []
-    missing = []
-    for r in recorded:
-        st = live.get(r.job_id)
-        if st is None:
+        ids = watch.check_ids(list(job_ids))
+        found = watch.lookup(ids)
+        rows = [(found[j], runs.find(j)) for j in ids]
+    else:
+        recorded = [r for r in runs.all_runs() if r.job_id]
+        if limit and not (wanted or kind):
+            recorded = recorded[-limit:]
+        rows, ask = [], []
+        for r in recorded:
             final = r.meta().get("final")
-            if final:
-                st = JobStatus(**{**final, "source": "record"})
+            if final:  # ended and seen so by a watcher: no need to ask Slurm
+                rows.append((JobStatus.from_dict({**final, "source": "record"}), r))
             else:
-                missing.append(r)
-                continue
-        out.append((st, r))
-    if missing:
-        states = slurm.job_status([r.job_id for r in missing])
-        for r in missing:
-            st = states.get(r.job_id) or JobStatus(r.job_id, "UNKNOWN")
-            if st.done:
-                r.update_meta(final=st.to_dict())
-            out.append((st, r))
-    out.sort(key=lambda x: int(x[0].job_id.split("_")[0]) if x[0].job_id.split("_")[0].isdigit() else 0)
+                ask.append(r)
+        found = watch.lookup([r.job_id for r in ask]) if ask else {}
+        rows += [(found[r.job_id], r) for r in ask]
+        rows.sort(key=lambda x: _id_key(x[0].job_id))
+    for st, r in rows:
+        _keep_final(st, r)
+    rows = _filtered(rows, wanted, kind, expand)
+    if not job_ids and limit and (wanted or kind):
+        rows = rows[-limit:]
+    return rows
+
+
+def queue(user: str | None = None, *, states: list[str] | None = None, kind: str | None = None,
+          expand: bool = False) -> list[tuple[JobStatus, Run | None]]:
+    """Every job of the user in Slurm's queue (one squeue call), with its record if any; an
+    array is one row unless ``expand``. With ``states``, ended jobs Slurm still holds count too."""
+    from hpcjobs import watch
+
+    wanted = _states_filter(states)
+    _kind_filter(kind)
+    listed = slurm.squeue_jobs(user=user or _user(), all_states=bool(wanted))
+    groups: dict[str, list[JobStatus]] = {}
+    for st in listed:
+        groups.setdefault(st.job_id.split("_")[0] if "_" in st.job_id else st.job_id, []).append(st)
+    recorded = runs.recorded_ids()
+    rows = []
+    for base, sts in groups.items():
+        st = sts[0] if len(sts) == 1 and sts[0].job_id == base else watch.combine(base, sts)
+        rows.append((st, runs.find(base) if base in recorded else None))
+    return _filtered(rows, wanted, kind, expand)
+
+
+def _id_key(job_id: str) -> tuple[int, int]:
+    base, _, task = job_id.partition("_")
+    return (int(base) if base.isdigit() else 0, int(task) if task.isdigit() else -1)
+
+
+def _states_filter(states: list[str] | None) -> set[str]:
+    out = set()
+    for item in states or ():
+        for name in filter(None, (s.strip().upper() for s in item.split(","))):
+            name = slurm.STATE_CODES.get(name, name)
+            if name not in slurm.STATES:
+                raise BadInput("--state", f"{name!r} is not a Slurm job state",
+                               "use e.g. PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, TIMEOUT "
+                               "(or squeue's PD, R, CD, F, CA, TO)")
+            out.add(name)
     return out
 
 
-def queue(user: str | None = None) -> list[tuple[JobStatus, Run | None]]:
-    """Every job of the user in Slurm's queue (one squeue call), with its record if any."""
-    recorded = runs.recorded_ids()
-    return [(st, runs.find(st.job_id) if st.job_id.split("_")[0] in recorded else None)
-            for st in slurm.squeue(user=user or _user())]
+def _kind_filter(kind: str | None) -> None:
+    if kind is None:
+        return
+    from hpcjobs import kinds
+
+    if kind not in kinds.names():
+        raise BadInput("--kind", f"unknown job kind {kind!r}", f"use one of: {', '.join(kinds.names())}")
+
+
+def _filtered(rows, wanted: set[str], kind: str | None, expand: bool):
+    if kind:
+        rows = [(st, r) for st, r in rows if r is not None and r.meta().get("kind") == kind]
+    if expand:
+        rows = [(t, r) for st, r in rows for t in (st.tasks or [st])]
+    if wanted:
+        rows = [(st, r) for st, r in rows
+                if st.state in wanted or any(t.state in wanted for t in st.tasks)]
+    return rows
+
+
+def _keep_final(st: JobStatus, run: Run | None) -> None:
+    """Write a job's end into its record once seen (Slurm forgets jobs after MinJobAge, and
+    a cluster may have no accounting): a job id, never one task's status, and not twice."""
+    if run is not None and st.done and "_" not in st.job_id and st.source != "record":
+        run.update_meta(final=st.to_dict())
 
 
 def _user() -> str:
@@ -171,84 +243,281 @@ def _user() -> str:
     return getpass.getuser()
 
 
-def _recorded(run: Run, st: JobStatus) -> JobStatus:
-    final = run.meta().get("final")
-    return JobStatus(**{**final, "source": "record"}) if final else st
-
-
-def wait(job_id: str, *, poll: float = 0.25, max_poll: float = 2.0, timeout: float | None = None,
+def wait(job_id: str, *, poll: float = 1.0, max_poll: float = 30.0, timeout: float | None = None,
          on_update: Callable[[JobStatus, float], None] | None = None, raise_on_failure: bool = False
          ) -> JobStatus:
-    """Block until the job (every task of an array) ends; returns its final status.
+    """Block until the job (every task of an array) ends; returns its final status, or the
+    last one seen when ``timeout`` seconds passed first (then ``.done`` is false).
 
-    Polls scontrol from 0.25 s up to 2 s (``sbatch --wait`` backs off to 32 s, so a 3 s job
-    would return after 10 s).
+    One squeue per poll, every ``poll`` s at first and after a change, 1.5x longer after each
+    poll without one, at most ``max_poll`` s (hpcjobs.watch). ``on_update(status, seconds)``
+    runs after every poll. Raises BadInput for a job nobody knows.
     """
-    start = time.monotonic()
-    delay = poll
-    run = runs.find(job_id)
-    while True:
-        states = list(slurm.job_status([job_id]).values())
-        st = _combine(job_id, states)
-        if st.state == "UNKNOWN" and run:
-            st = _recorded(run, st)
+    return wait_all([job_id], poll=poll, max_poll=max_poll, timeout=timeout,
+                    on_update=None if on_update is None else (lambda p: on_update(
+                        p.statuses[job_id], p.at)),
+                    raise_on_failure=raise_on_failure)[job_id]
+
+
+def wait_all(job_ids: list[str], *, poll: float = 1.0, max_poll: float = 30.0,
+             timeout: float | None = None, on_update: Callable | None = None,
+             raise_on_failure: bool = False) -> dict[str, JobStatus]:
+    """:func:`wait` for many jobs at once: still one squeue per poll for all of them.
+    ``on_update(poll)`` gets each :class:`hpcjobs.watch.Poll`."""
+    last = None
+    for p in watch_jobs(job_ids, timeout=timeout, poll=poll, max_poll=max_poll):
+        last = p
         if on_update:
-            on_update(st, time.monotonic() - start)
-        if st.done or st.state == "UNKNOWN":
-            break
-        if timeout is not None and time.monotonic() - start > timeout:
-            break
-        time.sleep(delay)
-        delay = min(delay * 1.5, max_poll)
-    if run and st.done:
-        run.update_meta(final=st.to_dict())
-    if raise_on_failure and st.state != "COMPLETED":
-        raise JobFailed(describe_end(st))
-    return st
+            on_update(p)
+    if raise_on_failure:
+        bad = [st for st in last.statuses.values() if st.state != "COMPLETED"]
+        if bad:
+            raise JobFailed("; ".join(describe_end(st) for st in bad))
+    return last.statuses
 
 
-def _combine(job_id: str, states: list[JobStatus]) -> JobStatus:
-    """One status for an array job: done when every task is; failed if any task failed."""
-    if len(states) == 1:
-        return states[0]
-    if not states:
-        return JobStatus(job_id, "UNKNOWN")
-    if not all(s.done for s in states):
-        running = next(s for s in states if not s.done)
-        return JobStatus(job_id, running.state, reason=running.reason, elapsed=running.elapsed,
-                         name=running.name, source=running.source)
-    bad = [s for s in states if s.state != "COMPLETED"]
-    pick = bad[0] if bad else states[0]
-    return JobStatus(job_id, pick.state, reason=pick.reason, exit_code=pick.exit_code,
-                     signal=pick.signal, elapsed=pick.elapsed, name=pick.name, source=pick.source)
+def watch_jobs(job_ids: list[str], *, timeout: float | None = None, poll: float = 1.0,
+               max_poll: float = 30.0, on_tick: Callable[[float], None] | None = None,
+               tick: float = 1.0):
+    """Watch jobs until they end: yields a :class:`hpcjobs.watch.Poll` (every job's status,
+    the changes since the last poll) after each squeue, one per poll for all the jobs.
+
+    Raises BadInput before the first poll for values that are not job ids, and after it for
+    jobs nobody knows ("no such job"). A job's end is written into its run record.
+    ``on_tick(seconds)`` runs every ``tick`` s between polls, at no cost to Slurm.
+    """
+    from hpcjobs import watch
+
+    ids = watch.check_ids(list(job_ids))
+    backoff = watch.Backoff(first=poll, cap=max_poll)
+    first = True
+    for p in watch.watch(ids, timeout=timeout, backoff=backoff, on_tick=on_tick, tick=tick):
+        if first:
+            lost = [j for j in ids if watch.unknown(p.statuses[j])]
+            if lost:
+                raise watch.no_such_job(lost)
+            first = False
+        for c in p.changes:
+            _keep_final(c.new, runs.find(c.job_id))
+        yield p
 
 
 def describe_end(st: JobStatus) -> str:
-    text = f"job {st.job_id} ended {st.state}"
-    if st.exit_code is not None:
-        text += f", exit code {st.exit_code}"
-        if st.signal:
-            text += f" (signal {st.signal})"
-    if st.reason:
-        text += f", reason {st.reason}"
-    return text
+    """One line: "job 12 ended FAILED, exit code 3, ran 0:00:04" (an array with its tasks)."""
+    from hpcjobs import watch
+
+    return watch.describe_end(st)
 
 
-def cancel(job_ids: list[str]) -> None:
-    slurm.scancel(job_ids)
+def describe(st: JobStatus) -> str:
+    """A job's state in words: "PENDING (Resources)", "RUNNING on node[1-3]", "COMPLETED, exit code 0"."""
+    from hpcjobs import watch
+
+    return watch.describe(st)
+
+
+def task_summary(st: JobStatus) -> str:
+    """ "4 tasks: 3 COMPLETED, 1 FAILED" for an array's status; "" for a plain job."""
+    from hpcjobs import watch
+
+    return watch.task_summary(st)
+
+
+def format_duration(seconds: float | None) -> str:
+    """The one time format hpcjobs prints: H:MM:SS ("0:00:07", "26:03:04"); "" if unknown."""
+    return slurm.format_duration(seconds)
+
+
+def unknown(st: JobStatus) -> bool:
+    """True for a job nobody knows: not in the queue, not recorded, not in accounting."""
+    from hpcjobs import watch
+
+    return watch.unknown(st)
+
+
+def no_such_job(job_ids: list[str]) -> BadInput:
+    """The error (exit 2) for jobs nobody knows, naming where hpcjobs looked."""
+    from hpcjobs import watch
+
+    return watch.no_such_job(job_ids)
+
+
+def known_job_ids() -> list[str]:
+    """Job ids hpcjobs recorded, newest first (one directory listing: shell completion)."""
+    return sorted(runs.recorded_ids(), key=lambda j: -int(j) if j.isdigit() else 0)
+
+
+@dataclass
+class Cancelled:
+    """What ``cancel`` did with one job id."""
+
+    job_id: str
+    outcome: str  # cancelled | ended (it had already) | unknown (no such job) | refused (by Slurm)
+    status: JobStatus
+    message: str = ""  # Slurm's reason when refused
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in ("cancelled", "ended")
+
+    def text(self) -> str:
+        from hpcjobs import watch
+
+        if self.outcome == "cancelled":
+            return f"{self.job_id}: cancelled (was {watch.describe(self.status)})"
+        if self.outcome == "ended":
+            if self.status.state == "UNKNOWN":
+                return f"{self.job_id}: already ended (Slurm no longer holds it); nothing to cancel"
+            return f"{self.job_id}: already ended {watch.describe(self.status)}; nothing to cancel"
+        if self.outcome == "unknown":
+            return str(watch.no_such_job([self.job_id])).removeprefix("JOBID: ")
+        return f"{self.job_id}: not cancelled: {self.message}"
+
+
+def cancel(job_ids: list[str]) -> list[Cancelled]:
+    """Cancel the jobs that still pend or run (one squeue to see which, one scancel for them)
+    and say per id what happened. scancel itself says nothing for jobs that ended or never
+    existed, so the states are read first. Raises BadInput (nothing done) for a value that
+    is not a job id, SlurmError when Slurm cannot be reached."""
+    from hpcjobs import watch
+
+    ids = watch.check_ids(list(job_ids))
+    found = watch.lookup(ids)
+    result: dict[str, Cancelled] = {}
+    live = []
+    for jid in ids:
+        st = found[jid]
+        if watch.unknown(st):
+            result[jid] = Cancelled(jid, "unknown", st)
+        elif st.done or st.state == "UNKNOWN":
+            result[jid] = Cancelled(jid, "ended", st)
+        else:
+            live.append(jid)
+    refused = slurm.scancel(live)
+    for jid in live:
+        why = refused.get(jid)
+        result[jid] = Cancelled(jid, "refused" if why else "cancelled", found[jid], why or "")
+    return [result[j] for j in ids]
+
+
+@dataclass
+class Output:
+    """One output file: a job's, or one array task's (``job_id`` "12_3")."""
+
+    job_id: str
+    path: Path
+    status: JobStatus | None = None  # what Slurm (or the record) says of it, when asked
+
+
+def outputs(job_id: str, *, with_status: bool = True) -> list[Output]:
+    """The output file of a job or array task, or one per task of an array (task order).
+
+    From the run record (its output directory) for jobs hpcjobs submitted, else from Slurm's
+    StdOut while it holds the job. Raises BadInput when none is known.
+    """
+    from hpcjobs import watch
+    from hpcjobs.errors import SlurmError
+
+    (jid,) = watch.check_ids([job_id])
+    st = watch.lookup([jid])[jid] if with_status else None
+    tasks = st.tasks if st is not None else []
+    run = runs.find(jid)
+    if run is not None:
+        spec = run.spec()
+        out_dir = Path(spec.get("output_dir") or str(run.path))
+        base, _, task = jid.partition("_")
+        if task or not (spec.get("array") or tasks):
+            name = f"slurm-{base}_{task}.out" if task else f"slurm-{base}.out"
+            return [Output(jid, out_dir / name, st)]
+        by_task = {t.job_id: t for t in tasks}
+        # Tasks Slurm lists, and any whose file is there (Slurm may have forgotten them).
+        names = set(by_task) | {p.name[len("slurm-"):-len(".out")]
+                                for p in out_dir.glob(f"slurm-{base}_*.out")}
+        names = [n for n in names if watch.JOB_ID.match(n)]
+        return [Output(n, out_dir / f"slurm-{n}.out", by_task.get(n))
+                for n in sorted(names, key=watch.task_index)]
+    try:
+        found, _ = slurm.scontrol_jobs([jid.split("_")[0] if not tasks else jid])
+    except SlurmError:
+        found = []
+    by_task = {t.job_id: t for t in tasks}
+    files = [Output(f.job_id, Path(f.stdout), by_task.get(f.job_id, st if f.job_id == jid else None))
+             for f in found if f.stdout and watch.JOB_ID.match(f.job_id)
+             and (f.job_id == jid or f.job_id.startswith(jid + "_"))]
+    if files:
+        return sorted(files, key=lambda o: watch.task_index(o.job_id))
+    if st is not None and watch.unknown(st):
+        raise watch.no_such_job([jid])
+    raise BadInput("JOBID", f"no output file known for job {jid}",
+                   "hpcjobs knows the jobs it submitted, and Slurm the recent ones")
 
 
 def logs(job_id: str) -> Path:
-    """Path of the job's standard output file."""
-    run = runs.find(job_id)
-    if run:
-        spec = run.spec()
-        out_dir = spec.get("output_dir") or str(run.path)
-        base, _, task = job_id.partition("_")
-        name = f"slurm-{base}_{task}.out" if task else f"slurm-{base}.out"
-        return Path(out_dir, name)
-    found, _ = slurm.scontrol_jobs([job_id])
-    if found and found[0].stdout:
-        return Path(found[0].stdout)
-    raise BadInput("JOBID", f"no output file known for job {job_id}",
-                   "hpcjobs knows jobs it submitted, and Slurm knows recent ones")
+    """Path of the standard output file of a job or of one array task ("12_3"); for an
+    array's own id, see :func:`outputs`."""
+    files = outputs(job_id, with_status=False)
+    if len(files) != 1 or files[0].job_id != job_id:
+        raise BadInput("JOBID", f"{job_id} is a job array of {len(files)} tasks",
+                       f"name one task (e.g. {files[0].job_id if files else job_id + '_0'}), "
+                       "or use hpcjobs logs, which shows each task's output")
+    return files[0].path
+
+
+def read_output(path: Path, start: int = 0, *, tail_lines: int | None = None) -> bytes:
+    """Bytes of an output file from ``start`` (or its last ``tail_lines`` lines); b"" while it
+    does not exist. A file the user may not read is bad input, said in one line."""
+    try:
+        with open(path, "rb") as f:
+            if tail_lines is None:
+                f.seek(start)
+                return f.read()
+            return _tail(f, tail_lines)
+    except FileNotFoundError:
+        return b""
+    except PermissionError:
+        raise _not_yours(path) from None
+
+
+def output_size(path: Path) -> int | None:
+    """Size of an output file in bytes; None while it does not exist (BadInput as above)."""
+    try:
+        return os.stat(path).st_size
+    except FileNotFoundError:
+        return None
+    except PermissionError:
+        raise _not_yours(path) from None
+
+
+def _not_yours(path: Path) -> BadInput:
+    owner = ""
+    for p in (path, *path.parents):
+        try:
+            import pwd
+
+            uid = os.stat(p).st_uid
+            if uid != os.getuid():
+                owner = pwd.getpwuid(uid).pw_name
+                break
+        except (OSError, KeyError):
+            continue
+    whose = f" (it belongs to {owner})" if owner else ""
+    return BadInput("JOBID", f"cannot read {path}: permission denied{whose}",
+                    "it is another user's job: ask its owner for the output, or read it as that user")
+
+
+def _tail(f, lines: int) -> bytes:
+    """The last ``lines`` lines of a binary file, read backwards in blocks."""
+    if lines <= 0:
+        return b""
+    f.seek(0, 2)
+    end = f.tell()
+    pos, data = end, b""
+    while pos > 0 and data.count(b"\n") <= lines:
+        step = min(65536, pos)
+        pos -= step
+        f.seek(pos)
+        data = f.read(step) + data
+    parts = data.split(b"\n")
+    if parts and parts[-1] == b"":  # the file ends with a newline
+        return b"\n".join(parts[-lines - 1:])
+    return b"\n".join(parts[-lines:])

@@ -312,10 +312,29 @@ def read_log(path: str | Path) -> list[str]:
     return text.split("\n")
 
 
-def gather(job_id: str, log_file: str | None = None) -> Facts:
+# The job id in an output file's name as Slurm's defaults and hpcjobs write it:
+# slurm-1234.out, slurm-1234_7.out (also NAME-1234.out from -o %x-%j.out).
+_ID_IN_NAME = re.compile(r"(?:^|[-_.])(\d+(?:_\d+)?)\.(?:out|err|log)$")
+
+
+def gather(job_id: str | None, log_file: str | None = None) -> Facts:
+    """The facts about a job: Slurm's word (or the record's) and its output. Without a job
+    id, ``log_file`` alone: the id is read from its name (slurm-1234.out) when it has one."""
     from hpcjobs import api
     from hpcjobs.errors import BadInput, HpcjobsError
 
+    if job_id is None:
+        if not log_file:
+            raise BadInput("JOBID", "no job id given", "give one (hpcjobs why 1234) or an output "
+                           "file (hpcjobs why --log slurm-1234.out)")
+        m = _ID_IN_NAME.search(Path(log_file).name)
+        if m is None:
+            facts = Facts(Path(log_file).name, source="none")
+            facts.notes.append("no job id given (none in the file name): classified from the "
+                               "file alone")
+            _read_into(facts, Path(log_file))
+            return facts
+        job_id = m.group(1)
     if not re.match(r"^\d+(_\d+)?$", job_id):
         raise BadInput("JOBID", f"{job_id!r} is not a job id", "give the number sbatch printed, "
                        "e.g. hpcjobs why 1234 (an array task: 1234_7)")
@@ -347,11 +366,8 @@ def gather(job_id: str, log_file: str | None = None) -> Facts:
             path = api.logs(job_id)
         except BadInput:
             path = None
-    if path is not None and path.is_file():
-        facts.log_path = str(path)
-        facts.log = read_log(path)
-    elif path is not None:
-        facts.notes.append(f"output file {path} is missing or unreadable")
+    if path is not None:
+        _read_into(facts, path)
     if facts.state == "UNKNOWN" and not facts.log and run is None:
         raise BadInput("JOBID", f"nothing is known about job {job_id}: Slurm does not hold it, "
                        "hpcjobs has no record of it and no output file was found",
@@ -359,9 +375,26 @@ def gather(job_id: str, log_file: str | None = None) -> Facts:
     return facts
 
 
-def why(job_id: str, log_file: str | None = None) -> Verdict:
+def _read_into(facts: Facts, path: Path) -> None:
+    """The output file's lines into ``facts``; another user's file is said in one line."""
+    from hpcjobs.errors import BadInput
+
+    try:
+        facts.log = read_log(path)
+        facts.log_path = str(path)
+        return
+    except PermissionError:
+        raise BadInput("JOBID", f"cannot read {path}: permission denied",
+                       "it is another user's job: ask its owner, or give a copy with --log FILE"
+                       ) from None
+    except OSError:  # not there (yet), a directory
+        pass
+    facts.notes.append(f"output file {path} is missing or unreadable")
+
+
+def why(job_id: str | None, log_file: str | None = None) -> Verdict:
     facts = gather(job_id, log_file)
-    return Verdict(job_id, facts.state, classify(facts), facts.log_path, facts.notes)
+    return Verdict(facts.job_id, facts.state, classify(facts), facts.log_path, facts.notes)
 
 
 def explain_lines(lines: Iterable[str], **facts) -> list[Finding]:

@@ -141,8 +141,10 @@ def _submit_params():
     return [
         click.Option(["--dry-run"], is_flag=True, help="Print the script; submit nothing."),
         click.Option(["--wait", "wait_"], is_flag=True,
-                     help="Wait for the end; exit 0 only if the job COMPLETED."),
-        click.Option(["--follow"], is_flag=True, help="Stream the job's output until it ends."),
+                     help="Wait for the end, showing each state change; exit 0 only if the "
+                          "job COMPLETED. Ctrl-C stops waiting, not the job."),
+        click.Option(["--follow"], is_flag=True, help="Stream the job's output until it ends "
+                     "(Ctrl-C stops following, not the job)."),
         click.Option(["--json", "as_json"], is_flag=True, help="Print the submission as JSON."),
     ]
 
@@ -182,7 +184,7 @@ def do_submit(ctx, kind, kw):
     if follow:
         from hpcjobs.cli.watch import follow_job
 
-        sys.exit(follow_job(sub.job_id))
+        sys.exit(follow_job(sub.job_id, submitted=True))
     if wait_:
         from hpcjobs.cli.watch import wait_one
 

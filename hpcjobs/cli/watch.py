@@ -1,4 +1,10 @@
-"""``hpcjobs status|logs|wait|cancel``: watch and control submitted jobs."""
+"""``hpcjobs status|logs|wait|cancel``: watch and control submitted jobs.
+
+Thin over :mod:`hpcjobs.api`: every Slurm call goes through it (one squeue per poll for all
+the jobs watched, at a growing interval: hpcjobs.watch). Progress goes to stderr: one live
+line on a terminal, one line per state change elsewhere (CI logs, nohup, pipes), so a log
+shows when a job started and on which nodes. Ctrl-C stops watching, never the job.
+"""
 
 from __future__ import annotations
 
@@ -9,138 +15,325 @@ import click
 
 from hpcjobs.cli.kit import CONTEXT, guarded
 
+TIMEOUT_EXIT = 124  # like timeout(1)
 
-# --- watching jobs ------------------------------------------------------------------------
 
-def _progress(tty: bool):
-    def show(st, elapsed):
-        if not tty:
+def _complete_ids(ctx, param, incomplete: str):
+    """Shell completion of job ids: the ones hpcjobs recorded (no Slurm call)."""
+    from click.shell_completion import CompletionItem
+
+    from hpcjobs import api
+
+    return [CompletionItem(j) for j in api.known_job_ids() if j.startswith(incomplete)]
+
+
+def _dur(seconds) -> str:
+    from hpcjobs import api
+
+    return api.format_duration(seconds)
+
+
+# --- progress while waiting -------------------------------------------------------------------
+
+class Progress:
+    """What a waiting command shows on stderr: a live line on a terminal (redrawn every
+    second, no Slurm call), else one line per state change; each job's end as it comes."""
+
+    def __init__(self, tty: bool):
+        self.tty = tty
+        self.latest: dict = {}
+        self.drawn = False
+        self.ended: set[str] = set()
+
+    def poll(self, p) -> None:
+        from hpcjobs import api
+
+        self.latest = p.statuses
+        for c in p.changes:
+            if c.new.done or c.new.state == "UNKNOWN":
+                self.end(c.new)
+            elif not self.tty and c.new.state != "COMPLETING":  # a moment before the end
+                click.echo(f"job {c.job_id}: {api.describe(c.new)}  +{_dur(c.at)}", err=True)
+        self.tick(p.at)
+
+    def tick(self, at: float) -> None:
+        if not self.tty:
             return
-        reason = f" ({st.reason})" if st.reason else ""
-        line = f"job {st.job_id}: {st.state}{reason}  {elapsed:6.1f}s"
-        click.echo("\r\033[K" + line, nl=False, err=True)
-    return show
+        from hpcjobs import api
+
+        live = [st for jid, st in self.latest.items() if jid not in self.ended]
+        if not live:
+            return
+        if len(live) == 1:
+            line = f"job {live[0].job_id}: {api.describe(live[0])}"
+        else:
+            from collections import Counter
+
+            counts = Counter(st.state for st in live)
+            line = f"{len(live)} jobs: " + ", ".join(f"{n} {s}" for s, n in counts.most_common())
+        click.echo(f"\r\033[K{line}  {_dur(at)}", nl=False, err=True)
+        self.drawn = True
+
+    def clear(self) -> None:
+        if self.drawn:
+            click.echo("\r\033[K", nl=False, err=True)
+            self.drawn = False
+
+    def end(self, st) -> None:
+        from hpcjobs import api
+
+        if st.job_id in self.ended:
+            return
+        self.ended.add(st.job_id)
+        self.clear()
+        click.echo(api.describe_end(st), err=st.state != "COMPLETED")
+
+    def still_running(self, job_ids: list[str], why: str, submitted: bool = False) -> None:
+        """What to say when watching stops before the jobs ended (Ctrl-C, --timeout)."""
+        from hpcjobs import api
+
+        self.clear()
+        left = [j for j in job_ids if j not in self.ended]
+        for jid in left:
+            st = self.latest.get(jid)
+            what = api.describe(st) if st is not None else ("still queued" if submitted else
+                                                            "not yet seen")
+            click.echo(f"hpcjobs: {why}; job {jid} is {what} and was not cancelled", err=True)
+        ids = " ".join(left)
+        click.echo(f"  to wait again:  hpcjobs wait {ids}\n  to cancel it:   hpcjobs cancel {ids}",
+                   err=True)
+
+
+def wait_jobs(job_ids: list[str], timeout: float | None = None, submitted: bool = False) -> int:
+    """Wait for jobs (one squeue per poll for all); 0 if all COMPLETED, 1 if any did not,
+    124 on timeout, 130 on Ctrl-C (the jobs are left alone)."""
+    from hpcjobs import api
+
+    progress = Progress(sys.stderr.isatty())
+    last = None
+    try:
+        for p in api.watch_jobs(job_ids, timeout=timeout, on_tick=progress.tick):
+            last = p
+            progress.poll(p)
+    except KeyboardInterrupt:
+        progress.still_running(list(job_ids), "stopped watching (Ctrl-C)", submitted)
+        return 130
+    if last.timed_out:
+        progress.still_running(list(job_ids), f"still not ended after {timeout:g} s (--timeout)")
+        return TIMEOUT_EXIT
+    return 0 if all(st.state == "COMPLETED" for st in last.statuses.values()) else 1
 
 
 def wait_one(job_id: str) -> int:
-    from hpcjobs import api
-
-    tty = sys.stderr.isatty()
-    st = api.wait(job_id, on_update=_progress(tty))
-    if tty:
-        click.echo("", err=True)
-    msg = api.describe_end(st)
-    click.echo(msg, err=st.state != "COMPLETED")
-    return 0 if st.state == "COMPLETED" else 1
+    """``submit --wait``."""
+    return wait_jobs([job_id], submitted=True)
 
 
-def follow_job(job_id: str) -> int:
-    """Stream the output file while the job runs, then report how it ended."""
-    import time
+# --- output files -------------------------------------------------------------------------
 
-    from hpcjobs import api, slurm
+class Streams:
+    """New bytes of one or more output files, each under a header once there are several
+    (``tail -f`` style); reads files only."""
 
-    path = api.logs(job_id)
-    pos = 0
-    delay = 0.2
-    st = None
-    while True:
-        st = api._combine(job_id, list(slurm.job_status([job_id]).values()))
-        pos = _drain(path, pos)
-        if st.done or st.state == "UNKNOWN":
-            time.sleep(0.2)
-            _drain(path, pos)
-            break
-        time.sleep(delay)
-        delay = min(delay * 1.5, 1.0)
-    st = api.wait(job_id)
-    msg = api.describe_end(st)
-    click.echo(msg, err=st.state != "COMPLETED")
-    return 0 if st.state == "COMPLETED" else 1
+    def __init__(self, files, tail: int | None = None):
+        from hpcjobs import api
 
+        self.files = files
+        self.pos = {}
+        self.current = None
+        for f in files:
+            if tail is not None:
+                self._write(f, api.read_output(f.path, tail_lines=tail))
+            self.pos[f.job_id] = (api.output_size(f.path) or 0) if tail is not None else 0
 
-def _drain(path, pos: int) -> int:
-    try:
-        with open(path, "rb") as f:
-            f.seek(pos)
-            data = f.read()
-    except FileNotFoundError:
-        return pos
-    if data:
+    def drain(self, *_ignored) -> None:
+        from hpcjobs import api
+
+        for f in self.files:
+            data = api.read_output(f.path, self.pos[f.job_id])
+            if data:
+                self.pos[f.job_id] += len(data)
+                self._write(f, data)
+
+    def _write(self, f, data: bytes) -> None:
+        if not data:
+            return
+        if len(self.files) > 1 and self.current != f.job_id:
+            click.echo(f"==> {f.job_id}: {f.path} <==")
+            self.current = f.job_id
         sys.stdout.buffer.write(data)
         sys.stdout.flush()
-    return pos + len(data)
 
+
+def follow_job(job_id: str, tail: int | None = None, submitted: bool = False) -> int:
+    """Stream the output file(s) while the job runs, then report how it ended. Files are read
+    every 0.5 s; Slurm is asked at the watchers' growing interval, one squeue per poll."""
+    from hpcjobs import api
+
+    streams = Streams(api.outputs(job_id, with_status=False), tail)
+    progress = Progress(False)  # a live line would tear the streamed output
+    last = None
+    try:
+        for p in api.watch_jobs([job_id], on_tick=streams.drain, tick=0.5):
+            last = p
+            streams.drain()
+            if p.done or p.timed_out:
+                import time
+
+                time.sleep(0.5)  # the last lines may land just after Slurm says it ended
+                streams.drain()
+            progress.poll(p)
+    except KeyboardInterrupt:
+        progress.still_running([job_id], "stopped following (Ctrl-C)", submitted)
+        return 130
+    return 0 if last.statuses[job_id].state == "COMPLETED" else 1
+
+
+def _print_task_outputs(job_id: str, files, tail: int | None) -> None:
+    from hpcjobs import api
+
+    n = len(files)
+    click.echo(f"job {job_id}: array of {n} task{'s' * (n != 1)}")
+    for f in files:
+        what = api.describe(f.status) if f.status else "state unknown"
+        ran = f", ran {_dur(f.status.seconds)}" if f.status and f.status.seconds is not None else ""
+        click.echo(f"==> {f.job_id}: {what}{ran} ({f.path}) <==")
+        data = api.read_output(f.path, tail_lines=tail)
+        if data:
+            sys.stdout.buffer.write(data if data.endswith(b"\n") else data + b"\n")
+            sys.stdout.flush()
+        elif api.output_size(f.path) is None:
+            click.echo("(no output yet)")
+
+
+# --- commands -----------------------------------------------------------------------------
 
 @click.command(context_settings=CONTEXT)
-@click.argument("job_ids", nargs=-1)
+@click.argument("job_ids", nargs=-1, shell_complete=_complete_ids)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.option("--all", "show_all", is_flag=True, help="All recorded jobs, not the last 20.")
 @click.option("--queue", "-q", is_flag=True, help="All your jobs in Slurm's queue, recorded or not.")
+@click.option("--state", "-t", "states", multiple=True, metavar="STATE[,STATE]",
+              help="Only jobs in these states (PENDING, RUNNING, FAILED, ... or PD, R, F).")
+@click.option("--kind", metavar="KIND", help="Only jobs of this kind (recorded jobs).")
+@click.option("--expand", "-e", is_flag=True, help="One row per array task.")
 @guarded
-def status(job_ids, as_json, show_all, queue):
-    """State of jobs (default: the jobs hpcjobs recorded)."""
+def status(job_ids, as_json, show_all, queue, states, kind, expand):
+    """State of jobs (default: the jobs hpcjobs recorded), one squeue for all of them.
+
+    An array is one row (its task counts under REASON) unless --expand. ELAPSED is H:MM:SS;
+    EXIT shows only for jobs that ended. Exit 2 for a job id nobody knows.
+    """
     from hpcjobs import api
 
     if queue:
-        rows = api.queue()
+        rows = api.queue(states=list(states), kind=kind, expand=expand)
     else:
-        rows = api.status(list(job_ids) or None, limit=0 if show_all else 20)
+        rows = api.status(list(job_ids) or None, limit=0 if show_all else 20,
+                          states=list(states), kind=kind, expand=expand)
+    lost = [st.job_id for st, _ in rows if api.unknown(st)]
+    rows = [(st, r) for st, r in rows if st.job_id not in lost]
     if as_json:
-        click.echo(json.dumps([{**st.to_dict(), "run_dir": str(r.path) if r else None,
+        click.echo(json.dumps([{**st.to_dict(), "elapsed_seconds": st.seconds,
+                                "run_dir": str(r.path) if r else None,
                                 "kind": r.meta().get("kind") if r else None,
                                 "endpoint": r.meta().get("endpoint") if r else None}
                                for st, r in rows], indent=2))
-        return
-    if not rows:
-        click.echo("no jobs recorded yet (hpcjobs submit ...)" if not job_ids else "no such jobs")
-        return
-    click.echo(f"{'JOBID':<12} {'KIND':<16} {'STATE':<12} {'EXIT':<5} {'ELAPSED':>10}  {'NODES':<16} REASON/ENDPOINT")
+    elif rows:
+        click.echo(_table(rows))
+    elif not lost:
+        click.echo("no jobs recorded yet (hpcjobs submit ...)" if not (job_ids or queue or states
+                                                                       or kind) else "no such jobs")
+    if lost:
+        raise api.no_such_job(lost)
+
+
+def _table(rows) -> str:
+    from hpcjobs import api
+
+    head = ("JOBID", "KIND", "STATE", "EXIT", "RESTARTS", "ELAPSED", "NODES", "REASON/ENDPOINT")
     lines = []
     for st, r in rows:
         meta = r.meta() if r else {}
-        extra = meta.get("endpoint") or st.reason or ""
-        ec = "" if st.exit_code is None else str(st.exit_code)
-        lines.append(f"{st.job_id:<12} {meta.get('kind', '-'):<16} {st.state:<12} {ec:<5} "
-                     f"{st.elapsed:>10}  {st.nodes or '-':<16} {extra}")
-    click.echo("\n".join(lines))
+        extra = meta.get("endpoint") or ""
+        summary = api.task_summary(st)
+        if not extra:
+            extra = "; ".join(x for x in (summary, st.reason) if x)
+        ec = "" if st.exit_code is None or not st.done else str(st.exit_code)
+        lines.append((st.job_id, meta.get("kind", "-"), st.state, ec, str(st.restarts),
+                      _dur(st.seconds), st.nodes or "-", extra))
+    widths = [max(len(h), *(len(x[i]) for x in lines)) for i, h in enumerate(head)]
+    right = {3, 4, 5}
+
+    def fmt(cols):
+        cells = [c.rjust(w) if i in right else c.ljust(w)
+                 for i, (c, w) in enumerate(zip(cols[:-1], widths))]
+        return "  ".join(cells + [cols[-1]]).rstrip()
+
+    return "\n".join([fmt(head), *(fmt(x) for x in lines)])
 
 
 @click.command(context_settings=CONTEXT)
-@click.argument("job_id")
-@click.option("--follow", "-f", is_flag=True, help="Keep streaming until the job ends.")
+@click.argument("job_id", shell_complete=_complete_ids)
+@click.option("--follow", "-f", is_flag=True, help="Keep streaming until the job ends (reads the "
+              "files; asks Slurm only whether it ended, at a growing interval).")
+@click.option("--tail", "-n", type=click.IntRange(min=0), metavar="N",
+              help="Only the last N lines (with --follow: then keep streaming).")
 @guarded
-def logs(job_id, follow):
-    """Print a job's output."""
+def logs(job_id, follow, tail):
+    """Print a job's output; for an array (its own id) each task's output under a header
+    with the task's state, exit code and run time; JOBID_TASK for one task."""
     from hpcjobs import api
+    from hpcjobs.errors import BadInput
 
     if follow:
-        sys.exit(follow_job(job_id))
-    path = api.logs(job_id)
-    if not path.exists():
-        from hpcjobs.errors import BadInput
-
-        raise BadInput("JOBID", f"output {path} does not exist (yet)", "the job may still be pending")
-    _drain(path, 0)
+        sys.exit(follow_job(job_id, tail))
+    files = api.outputs(job_id)
+    if len(files) == 1 and files[0].job_id == job_id:
+        f = files[0]
+        if api.output_size(f.path) is None:
+            st = f.status
+            when = f"the job is {api.describe(st)}" if st is not None and not st.done else \
+                "the job may not have started"
+            raise BadInput("JOBID", f"output {f.path} does not exist (yet)",
+                           f"{when}; hpcjobs logs --follow {job_id} waits for it")
+        data = api.read_output(f.path, tail_lines=tail)
+        sys.stdout.buffer.write(data)
+        sys.stdout.flush()
+        return
+    _print_task_outputs(job_id, files, tail)
 
 
 @click.command(context_settings=CONTEXT)
-@click.argument("job_ids", nargs=-1, required=True)
+@click.argument("job_ids", nargs=-1, required=True, shell_complete=_complete_ids)
 @guarded
 def cancel(job_ids):
-    """Cancel jobs."""
+    """Cancel jobs; says per id what happened (cancelled, already ended, no such job, refused).
+
+    Exit 0 if every job was cancelled or had already ended, 2 for an id that is not a job
+    (the others are still cancelled), 3 when Slurm refused (its message, e.g. another user's job).
+    """
     from hpcjobs import api
 
-    api.cancel(list(job_ids))
-    click.echo(f"cancelled {' '.join(job_ids)}")
+    rc = 0
+    for c in api.cancel(list(job_ids)):
+        if c.ok:
+            click.echo(c.text())
+        else:
+            click.echo(f"hpcjobs: error: {c.text()}", err=True)
+            rc = max(rc, 3 if c.outcome == "refused" else 2)
+    sys.exit(rc)
 
 
 @click.command("wait", context_settings=CONTEXT)
-@click.argument("job_ids", nargs=-1, required=True)
+@click.argument("job_ids", nargs=-1, required=True, shell_complete=_complete_ids)
+@click.option("--timeout", type=click.FloatRange(min=0), metavar="SECONDS",
+              help=f"Stop waiting after SECONDS (exit {TIMEOUT_EXIT}); the jobs are left alone.")
 @guarded
-def wait_cmd(job_ids):
-    """Wait for jobs to end; exit 0 only if all COMPLETED."""
-    rc = 0
-    for jid in job_ids:
-        rc = max(rc, wait_one(jid))
-    sys.exit(rc)
+def wait_cmd(job_ids, timeout):
+    """Wait for jobs to end, one squeue per poll for all of them (1 s, growing to 30 s while
+    nothing changes); exit 0 only if all COMPLETED, 1 if any did not, 2 for an unknown job.
+
+    Ctrl-C stops waiting, not the jobs.
+    """
+    sys.exit(wait_jobs(list(job_ids), timeout))
