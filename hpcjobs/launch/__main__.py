@@ -6,8 +6,6 @@ naming the variable and the fix; nothing runs); 126 PROG cannot be executed; 127
 Arguments are parsed by hand: argparse is not needed for four flags.
 """
 
-from __future__ import annotations
-
 import os
 import sys
 

@@ -5,8 +5,6 @@ that lists each variable with its value and the reason, and never changes ``env`
 already set (by the user, the batch script or Slurm) is kept: the user wins.
 """
 
-from __future__ import annotations
-
 from hpcjobs.errors import BadInput
 from hpcjobs.launch import fabric, frameworks, gpus, profile, signals, slurmenv, threads
 

@@ -14,8 +14,6 @@ namespaces too) and from the RDMA device's own ``device/net/``. ``HPCJOBS_SYSFS_
 ``DIR/sys/...`` and ``DIR/proc/...`` instead (tests/fixtures/sysfs/).
 """
 
-from __future__ import annotations
-
 import os
 import sys
 

@@ -7,8 +7,6 @@ and Megatron read exactly these, and MPI ignores them. A hook runs when asked fo
 by hpcjobs' batch templates). docs/launch.md lists what each hook sets and how a program uses it.
 """
 
-from __future__ import annotations
-
 from hpcjobs.errors import BadInput
 
 FRAMEWORKS = ("torch", "deepspeed", "megatron", "mpi", "horovod", "vllm", "jax")

@@ -17,8 +17,6 @@ and nvidia-smi's and Slurm's), in one of two ways (``HPCJOBS_GPU_BIND``):
 ``torch.cuda.set_device(LOCAL_RANK % torch.cuda.device_count())`` is right under both.
 """
 
-from __future__ import annotations
-
 import os
 
 

@@ -12,8 +12,6 @@ mtime, size and inode are unchanged. Writing is best-effort (atomic rename; a re
 costs the parse each time).
 """
 
-from __future__ import annotations
-
 import marshal
 import os
 

@@ -18,8 +18,6 @@ Only the C module ``_signal`` is used: ``import signal`` pulls in enum, functool
 (~5 ms by ``-X importtime``) on every task of every templated job.
 """
 
-from __future__ import annotations
-
 import _signal
 
 from hpcjobs.errors import BadInput

@@ -5,14 +5,16 @@ SLURM_STEP_TASKS_PER_NODE, ...); a step may use fewer nodes than the job, so the
 preferred and the job values are the fallback. Every problem is a :class:`BadInput` naming the
 variable (the launcher prints it as one line and exits 2).
 
-Two small parsers live here on purpose: :func:`first_host` and :func:`tasks_per_node`. The
-maintained library (python-hostlist) is the reference and is used whenever the whole node list
-is needed, but importing it pulls in ``re`` (~5 ms in a clean virtual environment) and expanding
-a fragmented 10,000-node list takes ~10 ms, while a task only needs the list's first host.
-tests/unit/test_launch_slurmenv.py checks both parsers against python-hostlist on generated input.
+Three small parsers live here on purpose: :func:`first_host`, :func:`expand` and
+:func:`tasks_per_node`. The maintained library, python-hostlist, is the reference (it keeps
+Slurm's order; FACTS.md), but importing it pulls in ``re`` and ``enum`` (~7-12 ms by ``-X
+importtime`` in a clean virtual environment, more than all of the launcher's own work) and
+expanding a fragmented 10,000-node list with it takes ~10 ms. A task needs only the list's first
+host (and, without SLURMD_NODENAME, its own), so the hand paths cover the forms Slurm writes
+(``a,b``, ``prefix[1-3,07]suffix``, several brackets) and hand anything else to python-hostlist,
+imported only then, which also words the errors. tests/unit/test_launch_slurmenv.py checks
+every hand path against python-hostlist on generated input.
 """
-
-from __future__ import annotations
 
 from hpcjobs.errors import BadInput
 
@@ -121,23 +123,100 @@ def first_host(nodelist: str, name: str = "SLURM_STEP_NODELIST") -> str:
         if c == ",":
             break
         if c == "]":
-            return _expand(nodelist, name)[0]
+            return expand(nodelist, name)[0]
         if c == "[":
             j = nodelist.find("]", i)
             if j < 0:
-                return _expand(nodelist, name)[0]
+                return expand(nodelist, name)[0]
             first = nodelist[i + 1:j].partition(",")[0]
             lo, dash, hi = first.partition("-")
             if "[" in first or not _digits(lo) or (dash and not (_digits(hi) and int(hi) >= int(lo))):
-                return _expand(nodelist, name)[0]
+                return expand(nodelist, name)[0]
             out.append(lo)
             i = j + 1
             continue
         out.append(c)
         i += 1
     if not out:
-        return _expand(nodelist, name)[0]
+        return expand(nodelist, name)[0]
     return "".join(out)
+
+
+# python-hostlist refuses ranges and results larger than this (its MAX_SIZE); the hand path
+# leaves such lists to it, so the error is its own.
+_MAX_HOSTS = 100000
+
+
+def _ranges(inner: str) -> list[str] | None:
+    """``1-3,07`` -> ['1', '2', '3', '07'] (a range keeps the width of its low end, as
+    python-hostlist prints it); None for anything else."""
+    parts = inner.split(",")
+    if "-" not in inner:  # single numbers only (a fragmented list): one check for all of them
+        digits = inner.replace(",", "")
+        return parts if "" not in parts and digits.isascii() and digits.isdigit() else None
+    out: list[str] = []
+    for r in parts:
+        lo, dash, hi = r.partition("-")
+        if not _digits(lo):
+            return None
+        if not dash:
+            out.append(lo)
+            continue
+        if not _digits(hi):
+            return None
+        a, b = int(lo), int(hi)
+        if b < a or b - a > _MAX_HOSTS:
+            return None
+        w = len(lo)
+        out.extend([f"{i:0{w}d}" for i in range(a, b + 1)])
+    return out
+
+
+def _hand_expand(nodelist: str) -> list[str] | None:
+    """The whole list in Slurm's order, duplicates dropped (as python-hostlist does), or None
+    when a form is not one this path knows (then python-hostlist decides, errors included)."""
+    if "[" not in nodelist and "]" not in nodelist:
+        return list(dict.fromkeys(h for h in nodelist.split(",") if h))
+    out: list[str] = []
+    i, n = 0, len(nodelist)
+    while i <= n:  # one top-level item per round; the round at i == n ends an empty last item
+        variants = [""]
+        while i < n and nodelist[i] != ",":
+            j = i
+            while j < n and nodelist[j] not in ",[]":
+                j += 1
+            text = nodelist[i:j]
+            if j < n and nodelist[j] == "[":
+                k = nodelist.find("]", j)
+                inner = nodelist[j + 1:k] if k > 0 else "["
+                nums = None if "[" in inner else _ranges(inner)
+                if nums is None:
+                    return None
+                seg = [text + x for x in nums] if text else nums
+                i = k + 1
+            elif j < n and nodelist[j] == "]":
+                return None  # unbalanced
+            else:
+                seg, i = [text], j
+            # Earlier brackets vary slowest: x[1-2]y[3-4] -> x1y3, x1y4, x2y3, x2y4.
+            variants = seg if variants == [""] else [v + t for v in variants for t in seg]
+            if len(variants) > _MAX_HOSTS:
+                return None
+        if variants != [""]:  # empty items (",,") are skipped
+            out.extend(variants)
+        i += 1
+    return list(dict.fromkeys(out))
+
+
+def expand(nodelist: str, name: str = "SLURM_STEP_NODELIST") -> list[str]:
+    """The whole host list in Slurm's order: by hand for the forms Slurm writes, else through
+    python-hostlist (imported only then)."""
+    hosts = _hand_expand(nodelist)
+    if hosts is None:
+        return _expand(nodelist, name)
+    if not hosts:
+        raise BadInput(name, "is empty", USAGE_FIX)
+    return hosts
 
 
 def _expand(nodelist: str, name: str = "SLURM_STEP_NODELIST") -> list[str]:
@@ -207,7 +286,7 @@ def read(env: dict) -> Step:
         first = first_host(nodelist, nl_name)
     else:
         # Without SLURMD_NODENAME (only in hand-made environments) the whole list is needed.
-        hosts = _expand(nodelist, nl_name)
+        hosts = expand(nodelist, nl_name)
         if len(hosts) != nnodes:
             raise BadInput(nl_name, f"has {len(hosts)} nodes but {nn_name}={nnodes}",
                            "check the job's environment")

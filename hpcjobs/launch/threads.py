@@ -16,8 +16,6 @@ cores, or a node with fewer real cores than Slurm was told, gets no more threads
 and at least 1.
 """
 
-from __future__ import annotations
-
 import os
 
 from hpcjobs.errors import BadInput

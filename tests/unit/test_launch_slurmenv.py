@@ -219,6 +219,43 @@ def test_first_host_agrees_with_python_hostlist(nodelist):
     assert slurmenv.first_host(nodelist) == hostlist.expand_hostlist(nodelist)[0]
 
 
+@given(st.lists(st.one_of(_item, st.just(""), st.sampled_from(["n1", "n[1-2]", "gpu[01-02]"])),
+                min_size=1, max_size=6).map(",".join))
+def test_expand_agrees_with_python_hostlist(nodelist):
+    """The hand path, empty items and duplicates included (python-hostlist drops them)."""
+    if not hostlist.expand_hostlist(nodelist):
+        return  # nothing but empty items: BadInput, checked below
+    assert slurmenv.expand(nodelist) == hostlist.expand_hostlist(nodelist)
+
+
+@given(st.text("ab01-[],", max_size=14))
+def test_hand_expand_never_disagrees_with_python_hostlist(text):
+    """On any string the hand path either gives python-hostlist's answer or steps aside (None):
+    so errors and odd forms are always python-hostlist's."""
+    mine = slurmenv._hand_expand(text)
+    try:
+        theirs = hostlist.expand_hostlist(text)
+    except hostlist.BadHostlist:
+        assert mine is None, text
+        return
+    assert mine is None or mine == theirs, text
+
+
+def test_expand_of_an_empty_list_names_the_variable():
+    with pytest.raises(BadInput) as e:
+        slurmenv.expand(",,", "SLURM_JOB_NODELIST")
+    assert e.value.field == "SLURM_JOB_NODELIST" and "empty" in str(e.value)
+
+
+def test_10000_node_list_without_slurmd_nodename():
+    """The whole fragmented list is expanded by hand to find this task's node."""
+    nodes = [f"gpu{i:05d}" for i in range(1, 20001, 2)]
+    nodelist = "gpu[" + ",".join(n[3:] for n in nodes) + "]"
+    assert slurmenv.expand(nodelist) == nodes == hostlist.expand_hostlist(nodelist)
+    step = slurmenv.read(hand(nodelist, "1(x10000)", 9998, 9998, 0, with_name=False))
+    assert (step.first_node, step.node_name) == ("gpu00001", "gpu19997")
+
+
 @given(st.lists(st.tuples(st.integers(0, 64), st.integers(1, 40)), min_size=1, max_size=8))
 def test_tasks_per_node_agrees_with_python_hostlist(parts):
     text = ",".join(f"{c}(x{r})" if r > 1 else str(c) for c, r in parts)
