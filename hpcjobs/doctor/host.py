@@ -13,35 +13,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-
-@dataclass
-class CmdResult:
-    rc: int
-    out: str = ""
-    err: str = ""
-
-    @property
-    def text(self) -> str:
-        return (self.out + self.err).strip()
-
+# The command runner is the job side's, shared with the preflight step (re-exported here).
+from hpcjobs.runners.cmd import CmdResult, run_command
 
 Runner = Callable[[Sequence[str], "str | None"], CmdResult]
-
-
-def run_command(argv: Sequence[str], input: str | None = None, timeout: float = 10.0) -> CmdResult:
-    """Run one command; a missing program is rc 127 and a hang rc 124, never an exception."""
-    import subprocess
-
-    try:
-        p = subprocess.run(list(argv), check=False, capture_output=True, text=True, input=input,
-                           timeout=timeout)
-    except FileNotFoundError:
-        return CmdResult(127, "", f"{argv[0]}: command not found")
-    except subprocess.TimeoutExpired:
-        return CmdResult(124, "", f"{argv[0]}: no answer within {timeout:g} s")
-    except OSError as e:
-        return CmdResult(126, "", f"{argv[0]}: {e.strerror}")
-    return CmdResult(p.returncode, p.stdout, p.stderr)
 
 
 def sysfs_root() -> Path:

@@ -7,37 +7,13 @@ import re
 from hpcjobs.doctor.context import Context
 from hpcjobs.doctor.parse import tail
 from hpcjobs.doctor.result import FAIL, PASS, SKIP, WARN, Check
-
-
-def _human_bytes(n: int) -> str:
-    if n < 0:
-        return "unlimited"
-    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= size:
-            return f"{n / size:g} {unit}"
-    return f"{n} B"
+# The memlock rule is the job side's, shared with the preflight step.
+from hpcjobs.runners.checks import memlock_check
 
 
 def check_memlock(ctx: Context) -> Check:
     soft, hard = ctx.host.memlock
-    evidence = [f"RLIMIT_MEMLOCK soft {_human_bytes(soft)}, hard {_human_bytes(hard)}"]
-    in_job = "SLURM_JOB_ID" in ctx.host.env
-    if soft == -1:
-        return Check("memlock", PASS, "locked memory unlimited", evidence)
-    fix = ("slurm.conf PropagateResourceLimitsExcept=MEMLOCK and LimitMEMLOCK=infinity for slurmd "
-           "(jobs otherwise inherit the submitting shell's limit)" if in_job else
-           "`* - memlock unlimited` in /etc/security/limits.d/ (and for jobs: slurm.conf "
-           "PropagateResourceLimitsExcept=MEMLOCK, LimitMEMLOCK=infinity for slurmd)")
-    if soft < hard or hard == -1:
-        fix = f"`ulimit -l unlimited` (the hard limit allows it) or {fix}"
-    where = " in this job step" if in_job else ""
-    if ctx.usable_port is not None:
-        return Check("memlock", FAIL, f"locked memory limited to {_human_bytes(soft)}{where}: "
-                     "RDMA memory registration fails (NCCL 'ibv_reg_mr failed', UCX errors)",
-                     evidence, fix)
-    return Check("memlock", WARN, f"locked memory limited to {_human_bytes(soft)}{where}: pinned "
-                 "host memory (DataLoader pin_memory, DeepSpeed offload) counts against it",
-                 evidence, fix)
+    return memlock_check(soft, hard, "SLURM_JOB_ID" in ctx.host.env, ctx.usable_port is not None)
 
 
 def check_munge(ctx: Context) -> Check:

@@ -3,21 +3,11 @@ the evidence seen, the fix) and the :class:`Report` that adds them up to a verdi
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 
 from hpcjobs.outcome import FAIL, PASS, SKIP, WARN  # noqa: F401 (re-exported)
-
-
-@dataclass
-class Check:
-    name: str
-    status: str  # pass | warn | fail | skip
-    summary: str
-    evidence: list[str] = field(default_factory=list)
-    fix: str | None = None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+# One Check for the doctor and the preflight step (job side, so the preflight can use it).
+from hpcjobs.runners.checks import Check
 
 
 @dataclass
