@@ -9,6 +9,7 @@ from __future__ import annotations
 from hpcjobs.doctor.context import Context
 from hpcjobs.doctor.result import FAIL, PASS, WARN, Check
 from hpcjobs.launch.fabric import Port, ipv4_mapped
+from hpcjobs.runners.fabric_truth import hca_devices
 
 
 def check_environment(ctx: Context) -> list[Check]:
@@ -46,7 +47,7 @@ def check_environment(ctx: Context) -> list[Check]:
         elif "vader" in parts and not v.startswith("^"):
             out.append(Check(f"env:{var}", WARN, f"{var}={v}: vader is called sm in Open MPI 5",
                              [f"{var}={v}"], "write sm, or leave the BTL choice to Open MPI"))
-    for var, dev_of in (("NCCL_IB_HCA", _hca_devices), ("UCX_NET_DEVICES", _ucx_devices)):
+    for var, dev_of in (("NCCL_IB_HCA", hca_devices), ("UCX_NET_DEVICES", _ucx_devices)):
         if var in env and ctx.ports:
             names = {p.dev for p in ctx.ports}
             missing = [d for d in dev_of(env[var]) if d not in names]
@@ -60,13 +61,6 @@ def check_environment(ctx: Context) -> list[Check]:
         out.append(Check("environment", PASS, "no NCCL/UCX/MPI variable contradicts the fabric",
                          [f"set: {', '.join(seen)}" if seen else "none set"]))
     return out
-
-
-def _hca_devices(value: str) -> list[str]:
-    v = value.lstrip("=")
-    if v.startswith("^"):
-        return []  # an exclusion list names what is not used
-    return [item.split(":")[0] for item in v.split(",") if item]
 
 
 def _ucx_devices(value: str) -> list[str]:
