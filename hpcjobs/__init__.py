@@ -14,6 +14,7 @@ _PUBLIC = {
                      "submit", "wait"), "hpcjobs.api"),
     "preempted": "hpcjobs.preempt",
     "finish": "hpcjobs.shutdown",
+    "heartbeat": "hpcjobs.heartbeat",
 }
 __all__ = sorted(_PUBLIC)  # noqa: PLE0605 (built from the table above)
 

@@ -81,6 +81,7 @@ class Partition:
 class Defaults:
     partition: str | None = None
     time: str = "01:00:00"
+    hang_timeout: str | int | None = None  # the hang sentinel's default (e.g. "30m"); None: off
 
 
 @dataclass(frozen=True)
@@ -282,12 +283,14 @@ def parse_profile(data: dict, source: str) -> Cluster:
 
     dr = r.table("defaults", required=False)
     if dr:
-        dr.unknown({"partition", "time"})
-        defaults = Defaults(dr.get("partition", str, None), dr.get("time", str, "01:00:00"))
+        dr.unknown({"partition", "time", "hang_timeout"})
+        defaults = Defaults(dr.get("partition", str, None), dr.get("time", str, "01:00:00"),
+                            dr.get("hang_timeout", (str, int), None))
     else:
         defaults = Defaults()
     if defaults.partition is None:
-        defaults = Defaults(next((p.name for p in parts if p.default), parts[0].name), defaults.time)
+        defaults = Defaults(next((p.name for p in parts if p.default), parts[0].name), defaults.time,
+                            defaults.hang_timeout)
     if defaults.partition not in {p.name for p in parts}:
         raise ProfileError(source, "defaults.partition", f"no partition {defaults.partition!r}",
                            "name one of the [[partitions]]")

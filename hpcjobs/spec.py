@@ -59,6 +59,9 @@ class JobSpec:
     nccl_debug: bool = False
     python: str = "python3"  # interpreter the job uses for `-m hpcjobs.launch` and .py programs
     chdir: str | None = None
+    # The hang sentinel (docs/runtime-checks.md): a duration (30m, 600); None: the profile's
+    # defaults.hang_timeout; validate makes it seconds, 0 = off.
+    hang_timeout: int | str | None = None
     options: dict = field(default_factory=dict)  # kind-specific options
 
     def to_dict(self) -> dict:
@@ -211,7 +214,26 @@ def validate(spec: JobSpec, cluster: Cluster) -> JobSpec:
             raise BadInput("--signal-seconds", f"{s.signal_seconds} s is not shorter than the time "
                            f"limit {s.time} ({limit} s): the warning would come at once",
                            f"use --signal-seconds {max(1, limit // 2)} or a longer --time")
+    _hang_timeout(s, cluster, limit)
     return s
+
+
+def _hang_timeout(s: JobSpec, cluster: Cluster, limit: int | None) -> None:
+    """--hang-timeout (else the profile's default) as seconds; 0 = no sentinel."""
+    from hpcjobs.runners.sentinel import parse_duration  # the job side reads the same values
+
+    given, label = s.hang_timeout, "--hang-timeout"
+    if given is None:
+        given, label = cluster.defaults.hang_timeout, "cluster profile: defaults.hang_timeout"
+    try:
+        s.hang_timeout = parse_duration(given)
+    except ValueError as e:
+        raise BadInput(label, str(e), "use e.g. --hang-timeout 30m (600, 90s, 15m, 2h; 0 or off: "
+                       "no sentinel)") from None
+    if limit is not None and s.hang_timeout >= limit and label == "--hang-timeout":
+        raise BadInput("--hang-timeout", f"{s.hang_timeout} s is not shorter than the time limit "
+                       f"{s.time} ({limit} s): the sentinel would never act",
+                       "use a shorter --hang-timeout or a longer --time")
 
 
 def time_seconds(text: str) -> int | None:

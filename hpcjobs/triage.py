@@ -74,6 +74,11 @@ RULES: tuple[Rule, ...] = (
          "handle it", r"task \d+: (User defined signal [12]|Hangup|Urgent I/O condition)$",
          "call hpcjobs.preempted() early in the program (it installs the handler; checkpoint and "
          "exit when it turns true) and submit with --requeue"),
+    # The hang sentinel's own lines (hpcjobs/runners/sentinel.py): the cause and the fix are
+    # those lines' words, with the ranks' file:line from their stacks (_hung).
+    Rule("hung", "the job hung: the sentinel found no progress and cancelled the step",
+         r"^hpcjobs: sentinel: hung: ",
+         "read every rank's stacks (the sentinel's stacks.txt in the run record)"),
     Rule("nccl_timeout", "an NCCL collective timed out",
          r"Watchdog caught collective operation timeout|ProcessGroupNCCL.*[Tt]imeout|"
          r"NCCL.*[Tt]imed? ?out|DistBackendError.*[Tt]imeout|ncclRemoteError|"
@@ -112,7 +117,7 @@ RULES: tuple[Rule, ...] = (
 )
 RULE = {r.key: r for r in RULES}
 # Findings that explain an end; the others are remarks on a job that ended for another reason.
-CAUSES = ("cred_revoked", "oom_cuda", "oom_host", "missing_module", "port_in_use", "node_fail",
+CAUSES = ("cred_revoked", "oom_cuda", "oom_host", "hung", "missing_module", "port_in_use", "node_fail",
           "warning_unhandled", "nccl_timeout", "time_limit", "preempted", "oom_killed",
           "abort_at_exit")
 # srun's own lines once it tears a step down: a task "Killed" after these was killed by srun
@@ -215,6 +220,8 @@ def classify(facts: Facts) -> list[Finding]:
         if any(f.key == key for f in findings):
             return
         r = RULE.get(key)
+        if key == "hung" and cause is None:
+            cause, fix = _hung(facts.log)
         findings.append(Finding(key, cause or r.cause, evidence or hits.get(key) or slurm,
                                 fix or r.fix))
 
@@ -276,10 +283,28 @@ def classify(facts: Facts) -> list[Finding]:
         add("requeued", hits.get("requeued") or slurm,
             cause=f"the job was requeued {n} time{'s' * (n != 1)} (same job id)" if n else None)
     remarks = ("node_fail", "time_limit", "preempted") if state == "COMPLETED" else ()
-    for key in (*remarks, "not_requeueable", "nccl_timeout", "nccl_socket"):
+    for key in (*remarks, "hung", "not_requeueable", "nccl_timeout", "nccl_socket"):
         if key in hits:
             add(key)
     return findings
+
+
+def _hung(log: list[str]) -> tuple[str | None, str | None]:
+    """The sentinel's summary ("hung: ranks 0,2 in all_reduce (train.py:41), ...") and its fix
+    lines, with where the stacks are."""
+    prefix = "hpcjobs: sentinel: "
+    start = next((i for i, ln in enumerate(log) if ln.startswith(prefix + "hung: ")), None)
+    if start is None:
+        return None, None
+    fixes = []
+    for line in log[start + 1:start + 20]:
+        if line.startswith(prefix + "fix: "):
+            fixes.append(line[len(prefix + "fix: "):].strip())
+    stacks = next((ln.rsplit(": ", 1)[1].strip() for ln in reversed(log[:start])
+                   if ln.startswith(prefix + "no progress for ") and "stacks of" in ln), None)
+    if stacks:
+        fixes.append(f"every rank's stacks: {stacks}")
+    return log[start][len(prefix):].strip(), "; ".join(fixes) or None
 
 
 _SLURM_OWN = re.compile(r"^(srun|slurmstepd)(-\S+)?: |^hpcjobs: ")

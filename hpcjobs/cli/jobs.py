@@ -46,6 +46,10 @@ def common_options() -> list[click.Option]:
     click.Option(["--requeue/--no-requeue"], default=False, show_default=True,
                  help="Requeue after the warning signal or a node failure."),
     click.Option(["--nccl-debug"], is_flag=True, help="NCCL_DEBUG=INFO with INIT,NET,GRAPH."),
+    click.Option(["--hang-timeout"], metavar="DURATION",
+                 help="Hang sentinel: no progress (heartbeat, output, NCCL) for this long, e.g. 30m: "
+                      "every rank's stacks into the record, then the job is stopped (requeued with "
+                      "--requeue). Default: the profile's, else off (0)."),
     click.Option(["--chdir"], metavar="DIR", help="Working directory of the job."),
     click.Option(["--python"], metavar="PATH",
                  help="Interpreter the job uses (default: the one running hpcjobs)."),
@@ -88,7 +92,8 @@ def spec_from(kind, params: dict):
 
 _SPEC_KEYS = {"nodes", "ntasks_per_node", "gpus_per_node", "cpus_per_task", "time", "partition",
               "job_name", "account", "qos", "output_dir", "array", "signal", "signal_seconds",
-              "signal_handler", "requeue", "nccl_debug", "chdir"}
+              "signal_handler", "requeue", "nccl_debug", "chdir",
+              "hang_timeout"}
 
 
 class KindGroup(click.Group):
