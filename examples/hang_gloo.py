@@ -73,6 +73,8 @@ def main() -> int:
     rank, world = dist.get_rank(), dist.get_world_size()
     beat = heartbeat_function()
     expected = world * (world + 1) / 2
+    if rank == 0:
+        print(f"{world} ranks ready ({dist.get_backend()})", flush=True)
     for step in range(args.steps):
         time.sleep(args.step_seconds)
         fault(args, rank, step)

@@ -212,9 +212,21 @@ def analyse(ranks: list[dict], expected: int | None = None) -> dict:
     if missing:
         summary += f", {ranks_text(missing)} not found"
     nccl = nccl_summary(ranks)
+    fr_hint = None
+    enqueued = {int(k): v["last_enqueued"] for k, v in nccl.items()}
+    if len(enqueued) >= 2 and min(enqueued.values()) < max(enqueued.values()):
+        # NCCL returns from a collective before it completes, so the stacks may show every rank
+        # at some later sync point; the flight recorder still says who enqueued fewer.
+        low, high = min(enqueued.values()), max(enqueued.values())
+        late = sorted(k for k, v in enqueued.items() if v == low)
+        fr_hint = (f"NCCL flight recorder: {ranks_text(late)} enqueued collectives up to #{low}, "
+                   f"the others up to #{high}: {ranks_text(late)} did not reach the next one")
+    hints = fix_hints(groups, late, missing)
+    if fr_hint:
+        hints.insert(0, fr_hint)
     return {"summary": summary, "stragglers": late, "missing_ranks": missing,
             "groups": [{"ranks": g.ranks, **asdict(g.where), "file": g.where.file} for g in groups],
-            "fix": fix_hints(groups, late, missing), "nccl": nccl}
+            "fix": hints, "nccl": nccl}
 
 
 def nccl_summary(ranks: list[dict]) -> dict:

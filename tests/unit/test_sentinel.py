@@ -212,6 +212,20 @@ def test_no_stack_and_c_extension_collectives():
     assert any("ptrace" in h for h in a["fix"])
 
 
+def test_nccl_flight_recorder_names_the_straggler_when_the_stacks_cannot():
+    """NCCL returns from all_reduce at once: both ranks wait at a later sync (.item()), and only
+    the flight recorder says that rank 1 never enqueued the collective."""
+    def rank(r, enqueued):
+        return {"rank": r, "pid": r, "state": "S", "threads": [{"os_thread_id": r, "frames": [
+            frame("main", "/home/u/train.py", 70, "loss = t[0].item()")]}],
+            "nccl": {"pg_status": {"0": {"last_enqueued_collective": enqueued,
+                                         "last_completed_collective": 19}}}}
+    a = hangreport.analyse([rank(0, 20), rank(1, 19)], 2)
+    assert a["stragglers"] == [1]
+    assert a["fix"][0].startswith("NCCL flight recorder: rank 1 enqueued collectives up to #19, "
+                                  "the others up to #20")
+
+
 @pytest.mark.parametrize("ranks,text", [([1], "rank 1"), ([0, 2], "ranks 0,2"),
                                         ([0, 1, 2, 3, 5, 7, 8], "ranks 0-3,5,7,8")])
 def test_rank_lists(ranks, text):
