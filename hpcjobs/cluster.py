@@ -11,7 +11,7 @@ import json
 import os
 import re
 import tomllib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
@@ -82,6 +82,7 @@ class Defaults:
     partition: str | None = None
     time: str = "01:00:00"
     hang_timeout: str | int | None = None  # the hang sentinel's default (e.g. "30m"); None: off
+    preflight: bool = False  # check every node before the program (hpcjobs.runners.preflight)
 
 
 @dataclass(frozen=True)
@@ -283,7 +284,7 @@ def parse_profile(data: dict, source: str) -> Cluster:
 
     dr = r.table("defaults", required=False)
     if dr:
-        dr.unknown({"partition", "time", "hang_timeout"})
+        dr.unknown({"partition", "time", "hang_timeout", "preflight"})
         defaults = Defaults(dr.get("partition", str, None), dr.get("time", str, "01:00:00"),
                             dr.get("hang_timeout", (str, int), None))
     else:
@@ -291,6 +292,8 @@ def parse_profile(data: dict, source: str) -> Cluster:
     if defaults.partition is None:
         defaults = Defaults(next((p.name for p in parts if p.default), parts[0].name), defaults.time,
                             defaults.hang_timeout)
+    if dr and "preflight" in dr.data:
+        defaults = replace(defaults, preflight=dr.get("preflight", bool))
     if defaults.partition not in {p.name for p in parts}:
         raise ProfileError(source, "defaults.partition", f"no partition {defaults.partition!r}",
                            "name one of the [[partitions]]")

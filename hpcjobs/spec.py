@@ -32,6 +32,10 @@ DEFAULT_SIGNAL_SECONDS = 120
 # program starts with it ignored unless it asks; the batch script requeues) or program (left at
 # its default for the program's own handler, e.g. Lightning's auto-requeue, which requeues itself).
 SIGNAL_HANDLERS = ("hpcjobs", "program")
+# What the preflight does about a bad node: end the job, or requeue it with the node excluded.
+ON_BAD_NODE = ("fail", "exclude")
+FABRIC_CHECKS = ("fail", "warn")
+BAD_NODE_RETRIES_MAX = 10
 
 
 @dataclass
@@ -62,6 +66,11 @@ class JobSpec:
     # The hang sentinel (docs/runtime-checks.md): a duration (30m, 600); None: the profile's
     # defaults.hang_timeout; validate makes it seconds, 0 = off.
     hang_timeout: int | str | None = None
+    # The preflight step (docs/runtime-checks.md): None: the profile's defaults.preflight.
+    preflight: bool | None = None
+    on_bad_node: str = "fail"  # fail | exclude: see ON_BAD_NODE
+    fabric_check: str = "fail"  # fail | warn: NCCL on sockets where the profile says IB/RoCE
+    bad_node_retries: int = 2  # requeues with the bad nodes excluded (on_bad_node=exclude)
     options: dict = field(default_factory=dict)  # kind-specific options
 
     def to_dict(self) -> dict:
@@ -215,6 +224,7 @@ def validate(spec: JobSpec, cluster: Cluster) -> JobSpec:
                            f"limit {s.time} ({limit} s): the warning would come at once",
                            f"use --signal-seconds {max(1, limit // 2)} or a longer --time")
     _hang_timeout(s, cluster, limit)
+    _preflight(s, cluster)
     return s
 
 
@@ -234,6 +244,21 @@ def _hang_timeout(s: JobSpec, cluster: Cluster, limit: int | None) -> None:
         raise BadInput("--hang-timeout", f"{s.hang_timeout} s is not shorter than the time limit "
                        f"{s.time} ({limit} s): the sentinel would never act",
                        "use a shorter --hang-timeout or a longer --time")
+
+
+def _preflight(s: JobSpec, cluster: Cluster) -> None:
+    """The preflight's options: the profile's default, and values the job script can take."""
+    if s.preflight is None:
+        s.preflight = cluster.defaults.preflight
+    if s.on_bad_node not in ON_BAD_NODE:
+        raise BadInput("--on-bad-node", f"{s.on_bad_node!r} is not one of {', '.join(ON_BAD_NODE)}",
+                       "use fail (end the job) or exclude (requeue it without the bad node)")
+    if s.fabric_check not in FABRIC_CHECKS:
+        raise BadInput("--fabric-check", f"{s.fabric_check!r} is not one of {', '.join(FABRIC_CHECKS)}",
+                       "use fail or warn")
+    if not 0 <= s.bad_node_retries <= BAD_NODE_RETRIES_MAX:
+        raise BadInput("--bad-node-retries", f"must be between 0 and {BAD_NODE_RETRIES_MAX}, got "
+                       f"{s.bad_node_retries}", "e.g. --bad-node-retries 2")
 
 
 def time_seconds(text: str) -> int | None:

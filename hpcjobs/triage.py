@@ -37,6 +37,12 @@ class Rule:
 # In order of precedence: a rank that ran out of memory makes the others time out in NCCL and
 # srun report the step as failed, so the root cause comes first.
 RULES: tuple[Rule, ...] = (
+    # The preflight's own line (hpcjobs/runners/preflight_policy.py LINE): it names the node, the
+    # check, the evidence and the fix, and it comes before the program ran: the root cause.
+    Rule("preflight", "a node failed the preflight before the program started",
+         r"^hpcjobs: preflight: \S+ failed \S+: ",
+         "fix what the check names on that node, or submit with --on-bad-node exclude (the job "
+         "then requeues without the bad node)"),
     Rule("cred_revoked", "the restarted job was refused its job credential",
          r"Job credential revoked",
          "a requeued job was released within a second of its requeue (e.g. scontrol update "
@@ -117,7 +123,7 @@ RULES: tuple[Rule, ...] = (
 )
 RULE = {r.key: r for r in RULES}
 # Findings that explain an end; the others are remarks on a job that ended for another reason.
-CAUSES = ("cred_revoked", "oom_cuda", "oom_host", "hung", "missing_module", "port_in_use", "node_fail",
+CAUSES = ("preflight", "cred_revoked", "oom_cuda", "oom_host", "hung", "missing_module", "port_in_use", "node_fail",
           "warning_unhandled", "nccl_timeout", "time_limit", "preempted", "oom_killed",
           "abort_at_exit")
 # srun's own lines once it tears a step down: a task "Killed" after these was killed by srun
@@ -155,6 +161,8 @@ class Facts:
     log_path: str = ""
     log: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    transport: str = ""  # what the preflight saw the backend use (run record), if it ran
+    preflight: list[dict] = field(default_factory=list)  # its last attempt's bad nodes (record)
 
     def slurm_line(self) -> str:
         ec = "" if self.exit_code is None else f" ExitCode={self.exit_code}:{self.signal or 0}"
@@ -282,11 +290,51 @@ def classify(facts: Facts) -> list[Finding]:
         n = facts.restarts
         add("requeued", hits.get("requeued") or slurm,
             cause=f"the job was requeued {n} time{'s' * (n != 1)} (same job id)" if n else None)
-    remarks = ("node_fail", "time_limit", "preempted") if state == "COMPLETED" else ()
+    remarks = ("node_fail", "time_limit", "preempted", "preflight") if state == "COMPLETED" else ()
     for key in (*remarks, "hung", "not_requeueable", "nccl_timeout", "nccl_socket"):
         if key in hits:
             add(key)
+    _preflight_findings(findings, facts)
     return findings
+
+
+_PREFLIGHT = re.compile(r"hpcjobs: preflight: (\S+) failed (\S+): (.*?)(?: \| fix: (.*?))?(?: \| seen: .*)?$")
+
+
+def _preflight_findings(findings: list[Finding], facts: Facts) -> None:
+    """The preflight's finding says which node and check; the transport it recorded is the
+    truth about NCCL sockets (the launcher's warning line is only its prediction)."""
+    for f in findings:
+        if f.key != "preflight":
+            continue
+        bad = facts.preflight[0] if facts.preflight else None  # the record's, whole
+        m = _PREFLIGHT.search(f.evidence)
+        if bad:
+            node, check, summary, fix = bad["node"], bad["check"], bad["summary"], bad.get("fix")
+        elif m:
+            node, check, summary, fix = m.groups()
+        else:
+            continue
+        f.cause = f"{node} failed the preflight check '{check}': {summary}"
+        if fix:
+            f.fix = fix.strip() + ("; or submit with --on-bad-node exclude" if "exclude" not in
+                                   fix else "")
+    t = facts.transport
+    if not t:
+        return
+    for i, f in enumerate(findings):
+        if f.key == "nccl_socket":
+            if "NET/Socket" in t and "between nodes" in t:
+                f.evidence = f"run record (preflight): transport {t}; {f.evidence}"
+            else:
+                del findings[i]
+            break
+    else:
+        if "NET/Socket" in t and "between nodes" in t:
+            r = RULE["nccl_socket"]
+            findings.append(Finding("nccl_socket", r.cause, f"run record (preflight): transport "
+                                    f"{t}", r.fix))
+    facts.notes.append(f"transport recorded by the preflight: {t}")
 
 
 def _hung(log: list[str]) -> tuple[str | None, str | None]:
@@ -372,6 +420,7 @@ def gather(job_id: str | None, log_file: str | None = None) -> Facts:
             facts.state, facts.exit_code, facts.signal = st.state, st.exit_code, st.signal
             facts.reason, facts.restarts, facts.elapsed = st.reason, st.restarts, st.elapsed
             facts.nodes, facts.source = st.nodes, st.source
+            _record_into(facts, run)
     except HpcjobsError as e:  # Slurm unreachable: the record and the log still speak
         from hpcjobs import runs
 
@@ -382,6 +431,7 @@ def gather(job_id: str | None, log_file: str | None = None) -> Facts:
             facts.state, facts.exit_code = final.get("state", "UNKNOWN"), final.get("exit_code")
             facts.signal, facts.reason = final.get("signal"), final.get("reason", "")
             facts.restarts, facts.source = final.get("restarts", 0), "record"
+        _record_into(facts, run)
     if facts.state == "UNKNOWN" and facts.source in ("none", ""):
         facts.notes.append("Slurm no longer holds this job and there is no accounting "
                            "(or no record): classified from the output alone")
@@ -398,6 +448,14 @@ def gather(job_id: str | None, log_file: str | None = None) -> Facts:
                        "hpcjobs has no record of it and no output file was found",
                        "give its output with --log FILE")
     return facts
+
+
+def _record_into(facts: Facts, run) -> None:
+    """What the preflight recorded: the transport, and the last attempt's bad nodes."""
+    meta = run.meta() if run else {}
+    facts.transport = meta.get("transport") or ""
+    hist = meta.get("preflight") or []
+    facts.preflight = list(hist[-1].get("bad") or []) if hist else []
 
 
 def _read_into(facts: Facts, path: Path) -> None:

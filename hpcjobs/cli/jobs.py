@@ -46,6 +46,20 @@ def common_options() -> list[click.Option]:
     click.Option(["--requeue/--no-requeue"], default=False, show_default=True,
                  help="Requeue after the warning signal or a node failure."),
     click.Option(["--nccl-debug"], is_flag=True, help="NCCL_DEBUG=INFO with INIT,NET,GRAPH."),
+    click.Option(["--preflight/--no-preflight"], default=None,
+                 help="Check every node before the program (interpreter, framework import, program "
+                      "file, free space, memlock, GPUs, RDMA port, a tiny all-reduce and the transport "
+                      "NCCL chose). Default: the profile's defaults.preflight (off)."),
+    click.Option(["--on-bad-node"], type=click.Choice(["fail", "exclude"]), default="fail",
+                 show_default=True,
+                 help="A node fails the preflight: fail (the job ends, exit 78) or exclude (the job "
+                      "requeues with the node in its ExcNodeList)."),
+    click.Option(["--bad-node-retries"], type=int, default=2, show_default=True, metavar="N",
+                 help="With --on-bad-node exclude: requeue at most N times."),
+    click.Option(["--fabric-check"], type=click.Choice(["fail", "warn"]), default="fail",
+                 show_default=True,
+                 help="NCCL over sockets between nodes where the profile says InfiniBand/RoCE: "
+                      "fail the preflight, or only warn."),
     click.Option(["--hang-timeout"], metavar="DURATION",
                  help="Hang sentinel: no progress (heartbeat, output, NCCL) for this long, e.g. 30m: "
                       "every rank's stacks into the record, then the job is stopped (requeued with "
@@ -94,6 +108,9 @@ _SPEC_KEYS = {"nodes", "ntasks_per_node", "gpus_per_node", "cpus_per_task", "tim
               "job_name", "account", "qos", "output_dir", "array", "signal", "signal_seconds",
               "signal_handler", "requeue", "nccl_debug", "chdir",
               "hang_timeout"}
+
+# The preflight's options (docs/runtime-checks.md).
+_SPEC_KEYS |= {"preflight", "on_bad_node", "bad_node_retries", "fabric_check"}
 
 
 class KindGroup(click.Group):

@@ -237,7 +237,8 @@ def status(job_ids, as_json, show_all, queue, states, kind, expand):
         click.echo(json.dumps([{**st.to_dict(), "elapsed_seconds": st.seconds,
                                 "run_dir": str(r.path) if r else None,
                                 "kind": r.meta().get("kind") if r else None,
-                                "endpoint": r.meta().get("endpoint") if r else None}
+                                "endpoint": r.meta().get("endpoint") if r else None,
+                                "transport": r.meta().get("transport") if r else None}
                                for st, r in rows], indent=2))
     elif rows:
         click.echo(_table(rows))
@@ -259,6 +260,8 @@ def _table(rows) -> str:
         summary = api.task_summary(st)
         if not extra:
             extra = "; ".join(x for x in (summary, st.reason) if x)
+        if meta.get("transport"):  # what the preflight saw the job's backend really use
+            extra = "; ".join(x for x in (extra, f"transport {meta['transport']}") if x)
         ec = "" if st.exit_code is None or not st.done else str(st.exit_code)
         lines.append((st.job_id, meta.get("kind", "-"), st.state, ec, str(st.restarts),
                       _dur(st.seconds), st.nodes or "-", extra))
