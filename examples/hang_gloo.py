@@ -75,6 +75,7 @@ def main() -> int:
     expected = world * (world + 1) / 2
     if rank == 0:
         print(f"{world} ranks ready ({dist.get_backend()})", flush=True)
+    start = time.perf_counter()
     for step in range(args.steps):
         time.sleep(args.step_seconds)
         fault(args, rank, step)
@@ -86,7 +87,8 @@ def main() -> int:
         if rank == 0 and step >= args.quiet_until:
             print(f"step {step}: all_reduce sum {t[0].item():.0f} over {world} ranks", flush=True)
     if rank == 0:
-        print(f"done: {args.steps} steps on {world} ranks", flush=True)
+        print(f"done: {args.steps} steps on {world} ranks in {time.perf_counter() - start:.3f} s",
+              flush=True)
     return 0
 
 

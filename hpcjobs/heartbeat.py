@@ -22,6 +22,7 @@ second. It imports only os and time, and never raises: a full disk must not stop
 from __future__ import annotations
 
 import os
+import sys
 import time
 
 __all__ = ["heartbeat"]
@@ -82,3 +83,15 @@ def heartbeat(step: int | str | None = None) -> None:
         if not s[4]:  # say it once; keep trying at the interval
             s[4] = True
             os.write(2, f"hpcjobs.heartbeat: cannot write {path}: {e.strerror}\n".encode())
+
+
+class _CallableModule(type(sys)):
+    """This module is called like its function: ``import hpcjobs.heartbeat`` binds the package's
+    name ``heartbeat`` to the module (the import system does), after which
+    ``hpcjobs.heartbeat(step=...)`` must still work."""
+
+    def __call__(self, step: int | str | None = None) -> None:
+        heartbeat(step)
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -276,7 +276,7 @@ def watch(cfg: Config, clock=time.monotonic, sleep=time.sleep) -> int:
                  sizes=output_sizes(files))
     say(f"watching: no progress for {cfg.timeout} s stops the job (progress: heartbeats in "
         f"{cfg.heartbeat_dir}, the output's growth"
-        f"{', NCCL flight recorders' if os.environ.get('TORCH_NCCL_DEBUG_INFO_PIPE_FILE') else ''})")
+        f"{', NCCL flight recorders where NCCL runs' if os.environ.get('TORCH_NCCL_DEBUG_INFO_PIPE_FILE') else ''})")
     baseline: dict[int, int] | None = None
     polls = 0
     while not stop["now"]:

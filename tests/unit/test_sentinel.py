@@ -4,6 +4,7 @@ processes, the flight recorder reader, `hpcjobs why`'s verdict and the rendered 
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import pickle
@@ -28,7 +29,7 @@ from tests.conftest import ROOT, unchecked
 
 
 def _fresh_heartbeat(monkeypatch, **env):
-    import hpcjobs.heartbeat as hb
+    hb = importlib.import_module("hpcjobs.heartbeat")  # the module (the package's name is the function)
 
     for k in ("HPCJOBS_HEARTBEAT_DIR", "HPCJOBS_HEARTBEAT_INTERVAL", "RANK", "SLURM_PROCID"):
         monkeypatch.delenv(k, raising=False)
@@ -68,6 +69,14 @@ def test_heartbeat_never_raises(monkeypatch, tmp_path, capfd):
     hb.heartbeat(step=2)
     err = capfd.readouterr().err
     assert err.count("hpcjobs.heartbeat: cannot write") == 1
+
+
+def test_the_module_is_called_like_the_function(tmp_path):
+    code = ("import hpcjobs.heartbeat, hpcjobs; hpcjobs.heartbeat(step=4); "
+            "from hpcjobs import heartbeat; heartbeat(step=5)")
+    env = {**os.environ, "HPCJOBS_HEARTBEAT_DIR": str(tmp_path), "RANK": "1"}
+    subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, check=True)
+    assert (tmp_path / "rank-1").read_text().startswith("4 1 ")  # the second call: rate-limited
 
 
 def test_heartbeat_imports_nothing_heavy(tmp_path):
