@@ -87,6 +87,8 @@ def render(job: JobSpec | Prepared, cluster: Cluster | None = None, *, direct: b
     cluster = cluster or (job.cluster if isinstance(job, Prepared) else load_cluster())
     if direct:
         spec = job.spec if isinstance(job, Prepared) else job
+        if not isinstance(job, Prepared):
+            prepared.check_direct(spec)  # nothing the generic script would drop
         job = prepared.prepare_direct(spec.kind, cluster, nodes=spec.nodes, time=spec.time,
                                       partition=spec.partition, options=spec.options)
     elif not isinstance(job, Prepared):
@@ -114,6 +116,7 @@ def submit(job: JobSpec | Prepared, cluster: Cluster | None = None, *, dry_run: 
         # Slurm does not create it: the job would run and its output would be lost.
         raise BadInput("--output-dir", f"{s.output_dir} is not a directory",
                        "create it first (mkdir -p) or leave --output-dir out")
+    prepared.check_with_slurm(job)  # what only the live Slurm knows (render/--dry-run: the profile)
     meta = {
         "kind": s.kind, "cluster": cluster.name, "cluster_source": cluster.source,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cwd": os.getcwd(),

@@ -539,3 +539,86 @@ def ping_message(proc: subprocess.CompletedProcess) -> str:
     return down[0] if down else (_message(proc) if (proc.stderr or proc.stdout or "").strip()
                                  else "slurmctld unreachable")
 
+
+
+# --- partition and node facts (what the live cluster allows; spec.check_live reads them) ----
+
+@dataclass
+class PartitionInfo:
+    """One line of ``scontrol show partition -o``: what a job in it may ask for."""
+
+    name: str
+    state: str  # UP, DOWN, DRAIN, INACTIVE
+    max_time: str  # as Slurm prints it: "2-00:00:00", "UNLIMITED"
+    total_nodes: int
+    max_nodes: int | None  # per job; None: UNLIMITED
+    nodes: str  # host list
+    default: bool = False
+
+
+@dataclass
+class NodeInfo:
+    """One line of ``scontrol show node -o``."""
+
+    name: str
+    state: str  # IDLE, MIXED, ALLOCATED, DOWN*, IDLE+DRAIN, ...
+    memory_mb: int  # RealMemory
+    cpus: int
+    gpus: int  # the count of its gpu GRES
+    features: tuple[str, ...] = ()
+    gres: tuple[str, ...] = ()  # GRES names: gpu, nvme, ...
+
+
+def parse_partitions(text: str) -> list[PartitionInfo]:
+    out = []
+    for line in text.splitlines():
+        if not line.startswith("PartitionName="):
+            continue
+        f = _kv(line)
+        mn = f.get("MaxNodes", "UNLIMITED")
+        tn = f.get("TotalNodes", "0")
+        out.append(PartitionInfo(
+            name=f["PartitionName"], state=f.get("State", "UP"), max_time=f.get("MaxTime", "UNLIMITED"),
+            total_nodes=int(tn) if tn.isdigit() else 0, max_nodes=int(mn) if mn.isdigit() else None,
+            nodes=_none(f.get("Nodes", "")), default=f.get("Default") == "YES"))
+    return out
+
+
+# "gpu:v100s:1", "gpu:1", "gpu:a100:4(S:0-1)" (24.11 adds the sockets), "nvme:1"
+_NODE_GRES = re.compile(r"^([A-Za-z][\w]*)(?::[^:(]+)?:(\d+)")
+
+
+def parse_nodes(text: str) -> list[NodeInfo]:
+    out = []
+    for line in text.splitlines():
+        if not line.startswith("NodeName="):
+            continue
+        f = _kv(line)
+        gpus, names = 0, []
+        for item in re.split(r",(?![^(]*\))", _none(f.get("Gres", ""))):
+            m = _NODE_GRES.match(item.strip())
+            if m:
+                names.append(m.group(1))
+                if m.group(1) == "gpu":
+                    gpus += int(m.group(2))
+            elif item.strip():
+                names.append(item.split(":")[0].strip())
+        mem, cpus = f.get("RealMemory", "0"), f.get("CPUTot", "0")
+        feats = _none(f.get("AvailableFeatures", ""))
+        out.append(NodeInfo(
+            name=f["NodeName"], state=f.get("State", ""), memory_mb=int(mem) if mem.isdigit() else 0,
+            cpus=int(cpus) if cpus.isdigit() else 0, gpus=gpus,
+            features=tuple(x for x in feats.split(",") if x), gres=tuple(names)))
+    return out
+
+
+def partitions() -> list[PartitionInfo]:
+    """Every partition, one RPC (``scontrol show partition -o``)."""
+    return parse_partitions(run(["scontrol", "show", "partition", "-o"]).stdout)
+
+
+def nodes(hostlist_text: str) -> list[NodeInfo]:
+    """The nodes of a host list, one RPC (scontrol loads the node table once and filters)."""
+    if not hostlist_text:
+        return []
+    return parse_nodes(run(["scontrol", "show", "node", "-o", hostlist_text]).stdout)

@@ -45,6 +45,12 @@ class Kind:
     options: tuple[Option, ...] = ()
     # One task per GPU (torch-style kinds) rather than the user's --ntasks-per-node.
     task_per_gpu: bool = False
+    # Without --gpus-per-node: all GPUs of the nodes (True), or none (MPI: a CPU program must
+    # not hold a node's GPUs, so that small jobs can share it).
+    gpus_by_default: bool = True
+    # What the job runs on where the profile's GPUs are placeholders (the sandbox): said in a
+    # one-line notice at submission (prepared.placeholder_notice); "" for no notice.
+    cpu_fallback: str = "torch: gloo in place of NCCL"
     # The program is required (most kinds); False for kinds that run something of their own.
     needs_program: bool = True
     # Default arguments of the direct-use script (job_templates/<kind>.sbatch), shown in usage.

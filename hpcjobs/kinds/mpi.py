@@ -11,6 +11,10 @@ class MpiKind(Kind):
     name = "mpi"
     summary = "MPI program on every task (srun --mpi=pmix)"
     template = "mpi.sbatch.j2"
+    # An MPI program asks for GPUs only when told (--gpus-per-node N): two small CPU jobs can
+    # then share a node instead of each holding its GPU (slurm.conf CR_Core_Memory).
+    gpus_by_default = False
+    cpu_fallback = ""
     options = (
         Option("mpi", str, "pmix", "srun --mpi plugin: pmix for Open MPI, pmi2 for MPICH/Intel MPI",
                choices=("pmix", "pmi2", "none")),

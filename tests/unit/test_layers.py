@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("records and facts", ("hpcjobs.cluster", "hpcjobs.models", "hpcjobs.runs", "hpcjobs.slurm",
                            "hpcjobs.shutdown", "hpcjobs.preempt", "hpcjobs.heartbeat")),
     ("job side", ("hpcjobs.launch", "hpcjobs.runners", "hpcjobs.bench")),
-    ("the request", ("hpcjobs.spec", "hpcjobs.slurmconf")),
+    ("the request", ("hpcjobs.spec", "hpcjobs.sbatch_options", "hpcjobs.slurmconf")),
     ("planner", ("hpcjobs.planner",)),
     ("kinds", ("hpcjobs.kinds",)),
     ("prepare and render", ("hpcjobs.prepared", "hpcjobs.rendering")),
