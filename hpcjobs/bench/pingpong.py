@@ -20,6 +20,7 @@ import os
 import sys
 
 from hpcjobs.bench import report
+from hpcjobs.errors import HpcjobsError
 
 ACK_TAG, DATA_TAG = 2, 1
 
@@ -33,8 +34,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=50, help="untimed round trips first (likewise)")
     p.add_argument("--window", type=int, default=64, help="messages in flight for bandwidth")
     p.add_argument("--bw-iters", type=int, default=50, help="timed windows per size (large: a fifth)")
-    p.add_argument("--link-gbps", type=float, default=0.0, help="line rate of one port in Gb/s")
-    p.add_argument("--fabric", default="", help="fabric kind, for the verdict's text")
+    p.add_argument("--link-gbps", type=float, default=None,
+                   help="line rate of one port in Gb/s, for the verdict (default: [fabric] "
+                        "rate_gbps of the cluster profile in use on the node)")
+    p.add_argument("--fabric", default="", help="fabric kind, for the verdict's text (default: "
+                   "the profile's, with --link-gbps unset)")
     p.add_argument("--out", default=None, help="directory for the JSON (and PNG) results")
     p.add_argument("--name", default="bench-mpi", help="file name stem of the results")
     return p.parse_args(argv)
@@ -50,6 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"bench-mpi: --max-size: {e}", file=sys.stderr)
         return 2
+    try:
+        link_source = report.link_from_profile(args)
+    except (OSError, ValueError, HpcjobsError) as e:  # costs the verdict, not the figures
+        args.link_gbps, link_source = 0.0, f"no profile ({e})"
     from mpi4py import MPI
 
     comm = MPI.COMM_WORLD
@@ -67,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     out(f"# hpcjobs bench-mpi: {lib} (mpi4py {_mpi4py_version()}); ping-pong rank 0 on {peers[0]} "
         f"<-> rank 1 on {peers[1]} ({'same node' if nnodes == 1 else 'two nodes'})"
         + (f"; ranks 2..{size - 1} idle" if size > 2 else ""), flush=True)
+    out(f"# link: {args.link_gbps:g} Gb/s {args.fabric or '?'} (from {link_source})", flush=True)
     for line in report.pingpong_table([]):
         out(line, flush=True)
 

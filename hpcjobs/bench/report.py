@@ -229,3 +229,21 @@ def write_png(path: str, result: Result, *, y: str, ylabel: str, title: str) -> 
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def link_from_profile(args, env: dict | None = None) -> str:
+    """Fill ``args.link_gbps``/``args.fabric`` from the cluster profile in use on this node when
+    the command line gave none (the direct-use scripts: sbatch job_templates/bench-*.sbatch), so
+    a veth link on the sandbox is judged against the sandbox's rate, not the built-in EDR one.
+    Found as the launcher finds it (hpcjobs.launch.profile: $HPCJOBS_CLUSTER, the running
+    sandbox, the user's, the built-in). Returns where the figures came from, for the header."""
+    if args.link_gbps is not None:
+        args.fabric = args.fabric or ""
+        return "command line"
+    from hpcjobs.cluster import load_file
+    from hpcjobs.launch.profile import profile_path
+
+    path, chosen_by = profile_path(dict(os.environ if env is None else env))
+    fab = load_file(path).fabric
+    args.link_gbps, args.fabric = fab.rate_gbps, args.fabric or fab.kind
+    return f"profile {path} ({chosen_by})"

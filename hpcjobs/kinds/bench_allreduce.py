@@ -27,6 +27,7 @@ class BenchAllreduceKind(Kind):
     task_per_gpu = True
     needs_program = False
     usage = "[--max-size 64M] [--iters 20] ..."
+    cli_example = "--max-size 64M --iters 20"  # its own options; nothing after --
     options = (
         Option("min-size", str, "1K", "Smallest message in bytes (K/M/G suffixes, powers of 2)."),
         Option("max-size", str, None, "Largest message (default: 1G with NCCL, 16M with gloo on CPU)."),
@@ -60,12 +61,12 @@ class BenchAllreduceKind(Kind):
                 raise BadInput(f"--{key}", f"must be at least {1 if key == 'iters' else 0}")
 
     def context(self, job: Prepared) -> dict:
-        o, cluster = job.options, job.cluster
+        o = job.options
         args = [f"--min-size={o['min_size']}", f"--step-factor={o['step_factor']}",
                 f"--dtype={o['dtype']}", f"--backend={o['backend']}"]
         args += [f"--{k.replace('_', '-')}={o[k]}" for k in ("max_size", "iters", "warmup")
                  if o.get(k) is not None]
-        return {"bench_args": args + link_args(cluster)}
+        return {"bench_args": args + link_args(job)}
 
 
 def check_no_program(kind: str, spec: JobSpec) -> None:
@@ -74,9 +75,14 @@ def check_no_program(kind: str, spec: JobSpec) -> None:
                        f"drop the arguments after --; see hpcjobs submit {kind} --help")
 
 
-def link_args(cluster: Cluster) -> list[str]:
-    """The profile's line rate and fabric kind, for the verdict."""
-    return [f"--link-gbps={cluster.fabric.rate_gbps:g}", f"--fabric={cluster.fabric.kind}"]
+def link_args(job: Prepared) -> list[str]:
+    """The profile's line rate and fabric kind, for the verdict. None for the direct-use
+    script: the benchmark reads the profile in use where it runs (bench.report.link_from_profile),
+    as a script rendered for one cluster cannot know another's link."""
+    if job.direct:
+        return []
+    fabric = job.cluster.fabric
+    return [f"--link-gbps={fabric.rate_gbps:g}", f"--fabric={fabric.kind}"]
 
 
 KIND = BenchAllreduceKind()

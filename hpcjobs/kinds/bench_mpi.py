@@ -26,7 +26,10 @@ class BenchMpiKind(Kind):
     summary = "MPI ping-pong latency and bandwidth between two nodes (mpi4py), judged against the link rate"
     template = "bench-mpi.sbatch.j2"
     needs_program = False
+    gpus_by_default = False  # host-to-host MPI: no GPU held (as the mpi kind)
+    cpu_fallback = ""
     usage = "[--max-size 4M ...]"
+    cli_example = "--max-size 4M"  # its own options; nothing after --
     options = (
         *MpiKind.options,  # --mpi pmix|pmi2|none
         Option("max-size", str, "4M", "Largest message in bytes (K/M/G suffixes)."),
@@ -52,9 +55,9 @@ class BenchMpiKind(Kind):
                 raise BadInput(f"--{key}", "must be at least 1")
 
     def context(self, job: Prepared) -> dict:
-        o, cluster = job.options, job.cluster
+        o = job.options
         args = [f"--max-size={o['max_size']}", f"--iters={o['iters']}", f"--window={o['window']}"]
-        return {"bench_args": args + link_args(cluster)}
+        return {"bench_args": args + link_args(job)}
 
 
 KIND = BenchMpiKind()
