@@ -28,7 +28,7 @@ from hpcjobs.errors import BadInput
 from hpcjobs.kinds.base import Kind, Option
 from hpcjobs.runners.deepspeed import (ADAMS, CONFIG_NAME, DEFAULTS, OFFLOAD_DEVICES, PRECISIONS,
                                        build_config)
-from hpcjobs.spec import JobSpec
+from hpcjobs.spec import JobSpec, placeholder_gpus
 
 import hpcjobs.planner as _plan  # the ZeRO-3 memory plan (with --model)
 
@@ -50,8 +50,8 @@ def resolve_precision(requested: str, cluster: Cluster, spec: JobSpec) -> str:
     if requested != "auto":
         return requested
     gpus = _gpus(cluster, spec)
-    if not gpus or not spec.gpus_per_node:
-        return "fp32"
+    if not gpus or not spec.gpus_per_node or placeholder_gpus(cluster):
+        return "fp32"  # no GPU, or GRES without a device (the sandbox): DeepSpeed's CPU accelerator
     return "bf16" if all(g.bf16 for g in gpus) else "fp16"
 
 
@@ -93,12 +93,24 @@ def _deepspeed_support(hw, model) -> _plan.PlanCheck:
 DEEPSPEED = _plan.Framework("deepspeed", support=_deepspeed_support, zero=True)
 
 
+_FP32_THERE = ("use --precision fp32 (or auto, which picks fp32 there), e.g. hpcjobs submit "
+               "deepspeed --nodes 3 -- examples/ds_zero3.py --steps 20")
+
+
+def _placeholder_refusal(cluster: Cluster, field: str, what: str, fix: str = _FP32_THERE) -> BadInput:
+    """On GRES without a device DeepSpeed picks its CPU accelerator, which has no half types."""
+    return BadInput(field, f"{what} needs a CUDA GPU, and the GPUs of cluster {cluster.name!r} are "
+                    "placeholders (GRES without a driver): DeepSpeed would stop with \"Type fp16 "
+                    "is not supported on your device\"", fix)
+
+
 class DeepSpeedKind(Kind):
     name = "deepspeed"
     summary = "DeepSpeed ZeRO-3 training, one task per GPU (env:// from Slurm, no ssh/hostfile)"
     template = "deepspeed.sbatch.j2"
     task_per_gpu = True
     usage = "train.py [ARGS...]"
+    cpu_fallback = "fp32 and gloo in place of fp16/bf16 and NCCL"
     options = (
         Option("ds-config", "path", None, "Your own DeepSpeed JSON config (used as is, copied into "
                "the run record) instead of the generated ZeRO-3 one."),
@@ -138,6 +150,17 @@ class DeepSpeedKind(Kind):
             if gpu and (_enabled(cfg.get("bf16")) or _enabled(cfg.get("bfloat16"))):
                 raise _bf16_refusal("--ds-config", gpu, "set \"fp16\": {\"enabled\": true, "
                                     "\"loss_scale\": 0} instead of bf16 in the config")
+        if placeholder_gpus(cluster) and spec.gpus_per_node:
+            if o["bf16"] or o["precision"] in ("bf16", "fp16"):
+                raise _placeholder_refusal(cluster, "--bf16" if o["bf16"] else "--precision",
+                                           "bf16" if o["bf16"] else o["precision"])
+            if o["ds_config"]:
+                cfg = _read_user_config(o["ds_config"])
+                half = [k for k in ("fp16", "bf16", "bfloat16") if _enabled(cfg.get(k))]
+                if half:
+                    raise _placeholder_refusal(cluster, "--ds-config", f"{o['ds_config']}'s "
+                                               f"{half[0]}", f"set \"{half[0]}\": {{\"enabled\": "
+                                               "false} in the config, or drop --ds-config")
         if o["bf16"] and o["precision"] not in ("auto", "bf16"):
             raise BadInput("--bf16", f"conflicts with --precision {o['precision']}", "give one of them")
         gpu = _no_bf16_gpu(cluster, spec)

@@ -42,7 +42,7 @@ from hpcjobs.models import ModelShape
 from hpcjobs.runners.megatron import (PRETRAIN, MegatronArgs, additions, args_dtype,
                                       check_required, check_transformer_impl, is_pretrain,
                                       precision_for, script_args)
-from hpcjobs.spec import JobSpec
+from hpcjobs.spec import JobSpec, placeholder_gpus
 
 if TYPE_CHECKING:
     from hpcjobs.prepared import Prepared
@@ -98,6 +98,8 @@ class MegatronKind(Kind):
     template = "megatron.sbatch.j2"
     task_per_gpu = True
     usage = "pretrain_gpt.py ARGS... | script.py [ARGS...]"
+    cpu_fallback = ("gloo: megatron-core's parallel_state runs there, its CUDA models do not "
+                    "(examples/megatron_gpt_tp.py stops with a one-line message)")
     options = (
         Option("megatron-path", "path", None, "Megatron-LM checkout: run its pretrain_gpt.py with "
                "the arguments after -- (checked before submission)"),
@@ -153,6 +155,12 @@ class MegatronKind(Kind):
             raise BadInput("--gpus-per-node", "pretrain_gpt.py needs CUDA GPUs (megatron-core's "
                            "model code runs on CUDA)", "run on a GPU partition; on CPUs only "
                            "parallel_state runs (examples/megatron_parallel_state.py)")
+        if placeholder_gpus(cluster):
+            raise BadInput("--megatron-path" if o.get("megatron_path") else "PROG",
+                           f"pretrain_gpt.py needs CUDA GPUs and those of cluster {cluster.name!r} "
+                           "are placeholders (GRES without a driver)", "there, run megatron-core's "
+                           "CPU part: hpcjobs submit megatron --nodes 3 -- "
+                           "examples/megatron_parallel_state.py")
         # pretrain_gpt.py's required arguments are checked by plan(), which reads them anyway
         # (api.prepare runs it right after this, once).
         check_transformer_impl(self._args(spec), gpu.cc, gpu.model or gpu.type)
