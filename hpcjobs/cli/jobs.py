@@ -17,7 +17,8 @@ def common_options() -> list[click.Option]:
     return [
     click.Option(["--nodes", "-N"], type=int, help="Nodes (default: all of the partition)."),
     click.Option(["--ntasks-per-node"], type=int, help="Tasks per node (GPU kinds: one per GPU)."),
-    click.Option(["--gpus-per-node"], type=int, help="GPUs per node (default: what the nodes have)."),
+    click.Option(["--gpus-per-node"], type=int, help="GPUs per node (default: what the nodes "
+                 "have; mpi and bench-mpi: none)."),
     click.Option(["--cpus-per-task"], type=int, help="CPUs per task."),
     click.Option(["--time", "-t"], help="Time limit, e.g. 30, 02:00:00, 1-00:00:00."),
     click.Option(["--partition", "-p"], help="Partition (default: the profile's)."),
@@ -68,6 +69,35 @@ def common_options() -> list[click.Option]:
     click.Option(["--python"], metavar="PATH",
                  help="Interpreter the job uses (default: the one running hpcjobs)."),
     click.Option(["--cluster", "cluster_file"], metavar="FILE", help="Cluster profile (TOML)."),
+    *sbatch_options(),
+    ]
+
+
+def sbatch_options() -> list[click.Option]:
+    """sbatch's own options beyond the job's shape: checked (hpcjobs/sbatch_options.py), quoted
+    onto #SBATCH lines and kept in the run record (docs/sbatch-options.md)."""
+    return [
+    click.Option(["--mem"], metavar="SIZE", help="Memory per node, as Slurm writes it: 64G, "
+                 "512M (0: all of it); checked against the nodes' RealMemory."),
+    click.Option(["--mem-per-gpu"], metavar="SIZE", help="Memory per GPU (needs GPUs; not with --mem)."),
+    click.Option(["--exclusive"], is_flag=True, help="Whole nodes: no other job shares them."),
+    click.Option(["--constraint", "-C"], metavar="FEATURES", help="Node features, e.g. ib&v100s."),
+    click.Option(["--exclude", "-x"], metavar="HOSTLIST", help="Nodes not to use, e.g. node[2-3]."),
+    click.Option(["--nodelist", "-w"], metavar="HOSTLIST", help="Nodes the job must include."),
+    click.Option(["--reservation"], metavar="NAME", help="Run in this reservation."),
+    click.Option(["--mail-type"], metavar="TYPES", help="Mail on BEGIN, END, FAIL, ALL, "
+                 "TIME_LIMIT_80, ... (comma list)."),
+    click.Option(["--mail-user"], metavar="ADDRESS", help="Where the mail goes (needs --mail-type)."),
+    click.Option(["--gres"], metavar="LIST", help="Other GRES, e.g. nvme:1 (a gpu item here is "
+                 "--gpus-per-node)."),
+    click.Option(["--comment"], metavar="TEXT", help="A comment Slurm keeps with the job."),
+    click.Option(["--begin"], metavar="TIME", help="Start no earlier: now+1hour, 16:00, "
+                 "tomorrow, 2026-12-24T08:00."),
+    click.Option(["--deadline"], metavar="TIME", help="Remove the job if it cannot end by then "
+                 "(same forms as --begin)."),
+    click.Option(["--sbatch-arg", "sbatch_args"], multiple=True, metavar="--NAME[=VALUE]",
+                 help="Any other sbatch option, written as one #SBATCH line (repeatable); "
+                      "refused where an option above sets it."),
     ]
 
 
@@ -100,6 +130,7 @@ def spec_from(kind, params: dict):
     return JobSpec(
         kind=kind.name, program=list(params.pop("program", ())), env=env,
         env_pass=list(params.pop("env_pass", ()) or ()), after=list(params.pop("after", ()) or ()),
+        sbatch_args=list(params.pop("sbatch_args", ()) or ()),
         options=options, python=params.pop("python", None) or sys.executable,
         **{k: v for k, v in params.items() if k in _SPEC_KEYS})
 
@@ -107,7 +138,33 @@ def spec_from(kind, params: dict):
 _SPEC_KEYS = {"nodes", "ntasks_per_node", "gpus_per_node", "cpus_per_task", "time", "partition",
               "job_name", "account", "qos", "output_dir", "array", "signal", "signal_seconds",
               "signal_handler", "requeue", "nccl_debug", "chdir",
+              "mem", "mem_per_gpu", "exclusive", "constraint", "exclude", "nodelist", "reservation",
+              "mail_type", "mail_user", "gres", "comment", "begin", "deadline",
               "hang_timeout"}
+
+
+class KindCommand(click.Command):
+    """One kind's command: an option it does not know is most often the program's, typed before
+    `--` (`submit train --epochs 3 -- train.py`): say where it goes, whatever click suggests."""
+
+    def parse_args(self, ctx, args):
+        given = list(args)  # click's parser consumes the list it is given
+        try:
+            return super().parse_args(ctx, args)
+        except click.NoSuchOption as e:
+            args = given
+            name = e.option_name
+            where = args.index(name) if name in args else next(
+                (i for i, a in enumerate(args) if a.startswith(name + "=")), None)
+            shown = [args[where]] if where is not None else [name]
+            if where is not None and "=" not in args[where] and where + 1 < len(args) and \
+                    not args[where + 1].startswith("-"):
+                shown.append(args[where + 1])
+            close = f" (did you mean {', '.join(repr(p) for p in e.possibilities)}?)" \
+                if e.possibilities else ""
+            raise click.NoSuchOption(name, message=(
+                f"No such option {name!r}{close}: the program's own options go after --, e.g. "
+                f"{ctx.command_path} [OPTIONS] -- PROG {' '.join(shown)}"), ctx=ctx) from None
 
 # The preflight's options (docs/runtime-checks.md).
 _SPEC_KEYS |= {"preflight", "on_bad_node", "bad_node_retries", "fabric_check"}
@@ -144,9 +201,11 @@ class KindGroup(click.Group):
         def callback(**kw):
             return action(click.get_current_context(), kind, kw)
 
-        return click.Command(
+        # The kind's own example where its program is not PROG ARGS (vllm: --model M -- ARGS).
+        example = getattr(kind, "cli_example", None) or f"-- {kind.usage}"
+        return KindCommand(
             name, params=params, callback=callback, help=f"{kind.summary}\n\nPROG ARGS... follow "
-            f"`--`, e.g. hpcjobs {self.name} {name} --nodes 2 -- {kind.usage}",
+            f"`--`, e.g. hpcjobs {self.name} {name} --nodes 2 {example}",
             short_help=kind.summary, context_settings={**CONTEXT, "allow_interspersed_args": False})
 
     def resolve_command(self, ctx, args):

@@ -104,7 +104,9 @@ class VllmKind(Kind):
     summary = "vLLM serving one model across the nodes (native multi-node or Ray); endpoint recorded"
     template = "vllm.sbatch.j2"
     needs_program = False
-    usage = "MODEL [VLLM-SERVE-ARGS...]"
+    usage = "MODEL [VLLM-SERVE-ARGS...]"  # the direct-use script's arguments
+    # hpcjobs submit/render/plan: the model is --model; after -- only vllm serve's own arguments.
+    cli_example = "--model meta-llama/Llama-2-7b-hf -- --max-num-seqs 64"
     options = (
         *planmod.SERVING_OPTIONS,
         Option("backend", str, "native", "native: vLLM's --nnodes/--node-rank with --headless "

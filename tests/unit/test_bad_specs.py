@@ -31,6 +31,15 @@ PROFILE_BAD = {
                      'compute_capability = "7.0"\n'),
     "no-nodes.toml": 'name = "t"\n[fabric]\nkind = "ethernet"\ninterface = "eth0"\n',
 }
+# A profile whose GPUs are placeholders, as the sandbox's (written by `hpcjobs sandbox up`).
+PROFILE_OK = {
+    "placeholder.toml": ('name = "fakegpu"\nsandbox = true\n[fabric]\nkind = "ethernet"\n'
+                         'interface = "eth0"\nrate_gbps = 10\n[[partitions]]\nname = "gpu"\n'
+                         'nodes = "n[1-2]"\ndefault = true\nmax_time = "1-00:00:00"\n[[nodes]]\n'
+                         'names = "n[1-2]"\ncpus = 8\nmemory_mb = 16000\n[nodes.gpu]\n'
+                         'type = "v100s"\nmodel = "Tesla V100S-PCIE-32GB (fake)"\ncount = 1\n'
+                         'memory_gb = 32\ncompute_capability = "7.0"\n'),
+}
 
 # (arguments after `hpcjobs`, the field the error must start with). {tmp} is the test's
 # scratch directory (profiles, files and directories made by the fixture live there).
@@ -94,6 +103,53 @@ CASES: list[tuple[list[str], str]] = [
       f"{EX}/megatron_parallel_state.py"], "--tensor-parallel-size"),
     (["submit", "megatron", "--model", "llama-2-7b", "--dtype", "bfloat16", "--",
       f"{EX}/megatron_parallel_state.py"], "--dtype"),
+    # issue 11: accepted before, then pending for ever or refused by sbatch (exit 3)
+    (["submit", "train", "--time", "3-00:00:00", "--", f"{EX}/train_ddp.py"],
+     "--time: 3-00:00:00 is above the MaxTime 2-00:00:00 of partition 'gpu'"),
+    (["submit", "mpi", "--time", "0", "--", "true"], "--time: 0 means no time limit"),
+    (["submit", "mpi", "--array", "5-1", "--", "true"], "--array: '5-1' is not a Slurm array spec: "
+     "the range 5-1 ends before it starts"),
+    (["submit", "mpi", "--array", "0-99:0%4", "--", "true"], "--array: '0-99:0%4' is not a Slurm "
+     "array spec: the step of 0-99:0 must be at least 1"),
+    (["submit", "mpi", "--array", "0-9%x", "--", "true"], "--array: '0-9%x' is not a Slurm array "
+     "spec: the throttle"),
+    (["submit", "train", "--epochs", "3", "--", f"{EX}/train_ddp.py"], "No such option '--epochs' "
+     "(did you mean '--qos'?): the program's own options go after --"),
+    (["render", "train", "--direct", "--", f"{EX}/train_ddp.py", "--epochs", "3"],
+     "--direct: the direct-use script takes the program from sbatch's command line"),
+    (["render", "mpi", "--direct", "--env", "A=1"], "--direct: the direct-use script keeps only"),
+    # issue 11, point 5: the sbatch options, each in Slurm's own forms
+    (["submit", "mpi", "--mem", "64GB", "--", "true"], "--mem: '64GB' is not a Slurm memory size"),
+    (["submit", "mpi", "--mem", "1T", "--", "true"], "--mem: 1T per node is more than the 191000 MB"),
+    (["submit", "mpi", "--mem-per-gpu", "8G", "--", "true"], "--mem-per-gpu: the job asks for no GPU"),
+    (["submit", "mpi", "--mem", "1G", "--mem-per-gpu", "1G", "--gpus-per-node", "1", "--", "true"],
+     "--mem: Slurm takes one of --mem and --mem-per-gpu"),
+    (["submit", "mpi", "--exclude", "pve9", "--", "true"], "--exclude: no node 'pve9'"),
+    (["submit", "mpi", "-w", "pve[1-3]", "-N", "2", "--", "true"], "--nodelist: names 3 nodes"),
+    (["submit", "mpi", "--nodelist", "node1", "--", "true"], "--nodelist: 'node1' is not a node"),
+    (["submit", "mpi", "--constraint", "a b", "--", "true"], "--constraint"),
+    (["submit", "mpi", "--reservation", "r;1", "--", "true"], "--reservation"),
+    (["submit", "mpi", "--mail-type", "SOMETIMES", "--", "true"], "--mail-type"),
+    (["submit", "mpi", "--mail-user", "me@example.org", "--", "true"],
+     "--mail-user: without --mail-type"),
+    (["submit", "mpi", "--gres", "gpu:2", "--", "true"], "--gpus-per-node"),
+    (["submit", "mpi", "--gres", "gpu", "--gpus-per-node", "0", "--", "true"], "--gres"),
+    (["submit", "mpi", "--comment", "c" * 1100, "--", "true"], "--comment: is 1100 bytes"),
+    (["submit", "mpi", "--begin", "whenever", "--", "true"], "--begin: 'whenever' is not a Slurm time"),
+    (["submit", "mpi", "--deadline", "2020-01-01", "--", "true"], "--deadline: 2020-01-01"),
+    (["submit", "mpi", "--begin", "now+2days", "--deadline", "now+1day", "--", "true"],
+     "--deadline"),
+    (["submit", "mpi", "--sbatch-arg=--time=5", "--", "true"], "--sbatch-arg: --time is set by"),
+    (["submit", "mpi", "--sbatch-arg=--nodel=pve1", "--", "true"], "--sbatch-arg: --nodel is an "
+     "abbreviation"),
+    (["submit", "mpi", "--sbatch-arg=-x", "--", "true"], "--sbatch-arg"),
+    # issue 11, point 10: a half type on placeholder GPUs ended in DeepSpeed's traceback
+    (["--cluster", "{tmp}/placeholder.toml", "submit", "deepspeed", "--precision", "fp16", "--",
+      f"{EX}/ds_zero3.py"], "--precision: fp16 needs a CUDA GPU, and the GPUs of cluster 'fakegpu' "
+     "are placeholders"),
+    (["--cluster", "{tmp}/placeholder.toml", "submit", "megatron", "--",
+      "{tmp}/pretrain_gpt.py"], "PROG: pretrain_gpt.py needs CUDA GPUs and those of cluster "
+     "'fakegpu' are placeholders"),
 ]
 
 
@@ -107,9 +163,10 @@ def tripwire(isolated, tmp_path):
         p = bin_dir / name
         p.write_text(f'#!/bin/sh\necho "{name} $*" >> {log}\nexit 1\n')
         p.chmod(0o755)
-    for name, text in PROFILE_BAD.items():
+    for name, text in {**PROFILE_BAD, **PROFILE_OK}.items():
         (tmp_path / name).write_text(text)
     (tmp_path / "a-directory.py").mkdir()
+    (tmp_path / "pretrain_gpt.py").write_text("# Megatron-LM's entry point, by name\n")
     (tmp_path / "dangling-link.py").symlink_to(tmp_path / "gone.py")
     work = tmp_path / "work"
     work.mkdir()
@@ -185,8 +242,13 @@ def test_plan_command_refuses_with_exit_2_without_slurm(tripwire):
 @pytest.mark.parametrize("time,seconds", [("1", 30), ("2", 60), ("1:30", 45), ("3", 120),
                                           ("0", 120), ("UNLIMITED", 120), ("1-0", 120)])
 def test_the_default_warning_fits_a_short_time_limit(time, seconds):
-    """120 s before a 1- or 2-minute limit would come at once: the default is halved there."""
+    """120 s before a 1- or 2-minute limit would come at once: the default is halved there.
+    (A partition without MaxTime: on one with it, 0 and UNLIMITED are refused.)"""
+    from dataclasses import replace
+
     from hpcjobs.cluster import builtin
     from hpcjobs.spec import JobSpec, validate
 
-    assert validate(JobSpec(kind="mpi", program=["p"], time=time), builtin()).signal_seconds == seconds
+    c = builtin()
+    c = replace(c, partitions=tuple(replace(p, max_time=None) for p in c.partitions))
+    assert validate(JobSpec(kind="mpi", program=["p"], time=time), c).signal_seconds == seconds

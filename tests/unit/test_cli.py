@@ -154,3 +154,179 @@ def test_watch_help_texts(isolated):
     assert "--expand" in cli("status", "--help").stdout and "--state" in cli("status", "--help").stdout
     assert "--tail" in cli("logs", "--help").stdout
     assert "already ended" in cli("cancel", "--help").stdout
+
+
+# --- issue 11: sbatch options, typos, the direct scripts, the kinds' help -------------------
+
+EVERY_OPTION = ["--mem", "64G", "--exclusive", "--constraint", "ib&v100s", "--exclude", "pve3",
+                "--nodelist", "pve1", "--reservation", "maint", "--mail-type", "end,fail",
+                "--mail-user", "me@example.org", "--gres", "gpu:v100s:1,nvme:1", "--comment",
+                'run "7" of $SWEEP; a#b', "--begin", "now+1hour", "--deadline", "now+2days",
+                "--sbatch-arg=--nice=10", "--sbatch-arg=--licenses=fluent: 2",
+                "--sbatch-arg=--hold"]
+
+
+def test_every_sbatch_option_on_its_own_sbatch_line_quoted(isolated):
+    r = cli("render", "mpi", *EVERY_OPTION, "--", "true")
+    assert r.returncode == 0, r.stderr
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("#SBATCH ")]
+    for want in ["#SBATCH --mem=64G", "#SBATCH --exclusive", '#SBATCH --constraint="ib&v100s"',
+                 "#SBATCH --exclude=pve3", "#SBATCH --nodelist=pve1", "#SBATCH --reservation=maint",
+                 "#SBATCH --mail-type=END,FAIL", "#SBATCH --mail-user=me@example.org",
+                 "#SBATCH --gres=gpu:v100s:1,nvme:1",
+                 '#SBATCH --comment="run \\"7\\" of $SWEEP; a#b"', "#SBATCH --begin=now+1hour",
+                 "#SBATCH --deadline=now+2days", "#SBATCH --nice=10",
+                 '#SBATCH --licenses="fluent: 2"', "#SBATCH --hold", "#SBATCH --nodes=2"]:
+        assert want in lines, (want, lines)
+    assert sum(ln.startswith("#SBATCH --gres=") for ln in lines) == 1  # sbatch keeps the last
+    # ... and in the spec that the run record keeps
+    r = cli("submit", "mpi", *EVERY_OPTION, "--dry-run", "--", "true")
+    assert r.returncode == 0 and "#SBATCH --exclusive" in r.stdout
+
+
+def test_sbatch_lines_read_back_as_given_by_sbatchs_own_tokenizer_rules(isolated):
+    """What sbatch reads from `#SBATCH --comment="..."`: the value with \\" and \\\\ unescaped."""
+    import shlex
+
+    r = cli("render", "mpi", "--comment", 'a "b" \\c $d', "--", "true")
+    line = next(ln for ln in r.stdout.splitlines() if ln.startswith("#SBATCH --comment="))
+    assert shlex.split(line[len("#SBATCH "):]) == ['--comment=a "b" \\c $d']
+
+
+def test_every_sbatch_option_is_in_the_help(isolated):
+    out = cli("submit", "mpi", "--help").stdout
+    for opt in ("--mem", "--mem-per-gpu", "--exclusive", "--constraint", "--exclude", "--nodelist",
+                "--reservation", "--mail-type", "--mail-user", "--gres", "--comment", "--begin",
+                "--deadline", "--sbatch-arg"):
+        assert opt in out, opt
+
+
+def test_a_program_option_before_the_dashes_says_where_it_goes(isolated):
+    r = cli("submit", "train", "--epochs", "3", "--", "examples/train_ddp.py")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert "No such option '--epochs' (did you mean '--qos'?): the program's own options go " \
+           "after --, e.g. hpcjobs submit train [OPTIONS] -- PROG --epochs 3" in r.stderr, r.stderr
+    r = cli("render", "mpi", "--zzz=1", "--", "true")  # close to nothing: still said
+    assert r.returncode == 2 and "go after --, e.g. hpcjobs render mpi [OPTIONS] -- PROG --zzz=1" \
+        in r.stderr and nothing_written(isolated)
+
+
+def test_python_not_on_the_jobs_path_is_warned_about(isolated, tmp_path):
+    env = {**os.environ, "PATH": str(tmp_path / "empty-bin")}  # no python, no python3
+    r = cli("submit", "mpi", "--dry-run", "--", "python", "examples/mpi_allreduce.py", env=env)
+    assert r.returncode == 0, r.stderr
+    assert "hpcjobs: warning: 'python' is not on this host's PATH" in r.stderr
+    assert "-- examples/mpi_allreduce.py" in r.stderr  # the form that runs under the job's Python
+    r = cli("submit", "mpi", "--dry-run", "--", sys.executable, "examples/mpi_allreduce.py", env=env)
+    assert "warning" not in r.stderr
+
+
+def test_kind_help_examples_are_commands_that_work(isolated):
+    """Each kind's --help example, run as written (with --dry-run), is accepted; vllm's was
+    `-- MODEL [VLLM-SERVE-ARGS...]`, which the CLI refuses."""
+    import re
+    import shlex
+
+    import click
+
+    from hpcjobs import kinds
+    from hpcjobs.cli.jobs import submit
+
+    ctx = click.Context(submit)
+    for name in kinds.names():
+        text = " ".join(submit.get_command(ctx, name).help.split())
+        argv = shlex.split(re.search(r"e\.g\. (hpcjobs submit .*)$", text).group(1))
+        assert argv[:3] == ["hpcjobs", "submit", name], argv
+        dashes = argv.index("--") if "--" in argv else len(argv)
+        if any(a.isupper() or (a.endswith(".py") and not (ROOT / a).exists())
+               for a in argv[dashes + 1:dashes + 2]):
+            continue  # a placeholder for the user's program (PROG, train.py)
+        r = cli(*argv[1:dashes], "--dry-run", *argv[dashes:])
+        assert r.returncode == 0, (name, argv, r.stderr)
+        assert "hpcjobs: error" not in r.stderr
+    help_text = " ".join(submit.get_command(ctx, "vllm").help.split())
+    assert "--model meta-llama/Llama-2-7b-hf -- --max-num-seqs 64" in help_text
+    assert "-- MODEL" not in help_text
+
+
+def test_direct_render_names_the_profile_it_used(isolated, tmp_path):
+    r = cli("render", "mpi", "--direct")
+    assert "for the built-in cluster profile;" in r.stdout
+    prof = tmp_path / "site.toml"
+    from hpcjobs.cluster import builtin_text
+
+    prof.write_text(builtin_text().replace('name = "pve"', 'name = "site"'))
+    r = cli("--cluster", str(prof), "render", "mpi", "--direct")
+    assert f"for cluster profile {prof};" in r.stdout and "built-in" not in r.stdout
+
+
+def test_mpi_asks_for_gpus_only_when_told(isolated):
+    r = cli("render", "mpi", "--", "true")
+    assert "--gres" not in r.stdout, r.stdout
+    r = cli("render", "mpi", "--gpus-per-node", "1", "--", "true")
+    assert "#SBATCH --gres=gpu:v100s:1" in r.stdout
+    assert "--gres" not in cli("render", "mpi", "--direct").stdout
+    assert "#SBATCH --gres=gpu:v100s:1" in cli("render", "train", "--", "examples/train_ddp.py").stdout
+
+
+def test_direct_bench_scripts_read_the_link_rate_where_they_run(isolated, tmp_path):
+    """The shipped bench scripts judged the sandbox's veth against EDR: no rate is baked in;
+    the benchmark reads the profile in use on the node (as hpcjobs.launch finds it)."""
+    import argparse
+
+    from hpcjobs.bench.report import link_from_profile
+
+    for kind in ("bench-allreduce", "bench-mpi"):
+        direct = cli("render", kind, "--direct").stdout
+        assert "--link-gbps" not in direct and "--fabric=" not in direct, kind
+        assert "--link-gbps=100 --fabric=infiniband" in cli("render", kind, "--nodes", "2").stdout
+    prof = tmp_path / "veth.toml"
+    prof.write_text((ROOT / "hpcjobs/data/default_cluster.toml").read_text()
+                    .replace('kind = "infiniband"', 'kind = "ethernet"').replace("rate_gbps = 100",
+                                                                               "rate_gbps = 10"))
+    args = argparse.Namespace(link_gbps=None, fabric="")
+    where = link_from_profile(args, {"HPCJOBS_CLUSTER": str(prof)})
+    assert (args.link_gbps, args.fabric) == (10.0, "ethernet") and str(prof) in where
+    args = argparse.Namespace(link_gbps=25.0, fabric="roce")  # a rendered job's own figures win
+    assert link_from_profile(args, {"HPCJOBS_CLUSTER": str(prof)}) == "command line"
+    assert (args.link_gbps, args.fabric) == (25.0, "roce")
+
+
+def placeholder_profile(tmp_path):
+    """The built-in profile with its GPUs marked as the sandbox marks them."""
+    from hpcjobs.cluster import builtin_text
+
+    prof = tmp_path / "fake-gpus.toml"
+    prof.write_text(builtin_text().replace('name = "pve"', 'name = "fake"\nsandbox = true')
+                    .replace('model = "Tesla V100S-PCIE-32GB"', 'model = "Tesla V100S-PCIE-32GB (fake)"'))
+    return str(prof)
+
+
+def test_gpu_kinds_on_placeholder_gpus_fall_back_with_a_notice(isolated, tmp_path):
+    import json
+
+    prof = placeholder_profile(tmp_path)
+    r = cli("--cluster", prof, "submit", "deepspeed", "--dry-run", "--", "examples/ds_zero3.py")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == ("hpcjobs: notice: the GPUs of cluster 'fake' are placeholders (GRES without "
+                        "a driver): deepspeed runs on CPU (fp32 and gloo in place of fp16/bf16 and "
+                        "NCCL)\n")
+    from hpcjobs import api
+    from hpcjobs.cluster import load_file
+    from hpcjobs.spec import JobSpec
+
+    files = api.render(JobSpec(kind="deepspeed", program=["examples/ds_zero3.py"]),
+                       load_file(prof)).files
+    cfg = json.loads(files["ds_config.json"])
+    assert "fp16" not in cfg and "bf16" not in cfg  # fp16 before: DeepSpeed's traceback
+    for kind, prog in (("train", "examples/train_ddp.py"), ("horovod", "examples/horovod_allreduce.py"),
+                       ("megatron", "examples/megatron_parallel_state.py")):
+        r = cli("--cluster", prof, "submit", kind, "--dry-run", "--", prog)
+        assert r.returncode == 0 and r.stderr.startswith("hpcjobs: notice: the GPUs of cluster "
+                                                         "'fake' are placeholders"), (kind, r.stderr)
+        assert r.stderr.count("\n") == 1
+    # the built-in profile's real V100S: no notice, fp16
+    r = cli("submit", "deepspeed", "--dry-run", "--", "examples/ds_zero3.py")
+    assert r.returncode == 0 and r.stderr == ""
+    files = api.render(JobSpec(kind="deepspeed", program=["examples/ds_zero3.py"])).files
+    assert json.loads(files["ds_config.json"])["fp16"]["enabled"] is True
