@@ -7,19 +7,22 @@ signal to the step, Lightning saves <root>/hpc_ckpt_1.ckpt and runs `scontrol re
 the batch script does not requeue a second time; the restarted job (SLURM_RESTART_COUNT=1)
 resumes from the saved epoch and step and completes.
 
-Timing, as short as Slurm allows: `--time 1` is Slurm's minimum limit. Slurm checks limits about
-every 30 s, so `--signal-seconds 30` brings the warning 30-60 s into the run (the kill for the
-limit itself would come one check later): time enough for torch and Lightning to start (its
-handler must be in place when the signal comes), and the 7 x 20 steps of 0.5 s cannot finish
-before it. Slurm holds a requeued job ~2 minutes (BeginTime); the test releases it with
-`scontrol update StartTime=now`, as test_requeue.py does, and raises the restarted run's limit
-to 3 minutes (`TimeLimit=3`, as an operator may), so that it finishes instead of being warned
-and requeued again 30-60 s in: one restart, exactly.
+Timing: Slurm checks limits about every 30 s, so a warning due at T comes T to T+30 s into the
+run, and the kill for the limit itself one check after the limit. Lightning's handler must be in
+place when the warning comes: a signal that arrives while torch and Lightning are still
+importing kills the tasks (SIGUSR1's default action), and on this shared 2-core machine three
+such starts took more than 30 s under load (a first version with `--time 1 --signal-seconds 30`
+failed that way once). So `--time 2 --signal-seconds 60`: the warning comes 60-90 s in, and the
+9 x 20 steps of 0.5 s (90 s) cannot finish before it. Slurm holds a requeued job ~2 minutes
+(BeginTime); the test releases it with `scontrol update StartTime=now`, as test_requeue.py does,
+and raises the restarted run's limit to 4 minutes (`TimeLimit=4`, as an operator may), so that
+it finishes instead of being warned and requeued again: one restart, exactly.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import time
@@ -34,7 +37,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("lightning")
 
 EXAMPLE = str(ROOT / "examples" / "train_lightning.py")
-EPOCHS, STEPS = 7, 20  # steps per epoch on each rank
+EPOCHS, STEPS = 9, 20  # steps per epoch on each rank
 
 
 def follow(job_id: str, timeout: float) -> dict:
@@ -51,7 +54,7 @@ def follow(job_id: str, timeout: float) -> dict:
         if state == "PENDING" and f.get("Reason") == "BeginTime":
             if held_since is None:
                 held_since = time.monotonic()
-                subprocess.run(["scontrol", "update", f"jobid={job_id}", "TimeLimit=3"],
+                subprocess.run(["scontrol", "update", f"jobid={job_id}", "TimeLimit=4"],
                                capture_output=True, check=True)
             if time.monotonic() - held_since >= 3:
                 subprocess.run(["scontrol", "update", f"jobid={job_id}", "StartTime=now"],
@@ -67,15 +70,20 @@ def test_lightning_checkpoints_and_requeues_itself_at_the_time_limit(sandbox, ru
     sandbox.need(3)
     root = shared_tmp / "lightning"
     root.mkdir()
-    sub = hpcjobs("submit", "train", "--nodes", "3", "--time", "1", "--signal", "USR1",
-                  "--signal-seconds", "30", "--signal-handler", "program", "--requeue", "--json", "--",
+    sub = hpcjobs("submit", "train", "--nodes", "3", "--time", "2", "--signal", "USR1",
+                  "--signal-seconds", "60", "--signal-handler", "program", "--requeue", "--json", "--",
                   EXAMPLE, "--epochs", str(EPOCHS), "--steps-per-epoch", str(STEPS),
                   "--step-seconds", "0.5", "--root", str(root), env=runs_env)
     assert sub.returncode == 0, sub.stderr
     job_id = json.loads(sub.stdout)["job_id"]
     out_file = Path(json.loads(sub.stdout)["run_dir"]) / f"slurm-{job_id}.out"
-    end = follow(job_id, timeout=480)
+    end = follow(job_id, timeout=600)
     out = out_file.read_text()
+    warned = out.find("hpcjobs: SIGUSR1: time limit or preemption near")
+    if 0 <= warned < out.find("SLURM auto-requeueing enabled") or (
+            warned >= 0 and "SLURM auto-requeueing enabled" not in out):
+        pytest.fail("the warning came before Lightning had installed its handler (its start took "
+                    f"longer than the 60 s to the warning; load {os.getloadavg()}):\n{out}")
     assert end["JobState"] == "COMPLETED", out
     assert int(end["Restarts"]) == 1, out
 
