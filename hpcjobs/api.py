@@ -10,6 +10,7 @@ Data flows one way: profile + spec -> prepare (validate, kind checks, plan, once
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass, replace
@@ -123,7 +124,9 @@ def submit(job: JobSpec | Prepared, cluster: Cluster | None = None, *, dry_run: 
         "user": _user(),
         **runs.git_state(s.program, s.chdir),
     }
-    run = runs.create(run_path, rendered.script, s.to_dict(), rendered.files, meta)
+    # The plan as submitted: `hpcjobs report` sets the job's peak memory against it.
+    plan_file = {"plan.json": json.dumps(job.plan.to_dict(), indent=2) + "\n"} if job.plan else {}
+    run = runs.create(run_path, rendered.script, s.to_dict(), {**rendered.files, **plan_file}, meta)
     try:
         extra = [f"--export=ALL,{','.join(s.env_pass)}"] if s.env_pass else []
         job_id = slurm.sbatch(str(run.script), extra=extra, cwd=s.chdir)
@@ -184,14 +187,24 @@ def queue(user: str | None = None, *, states: list[str] | None = None, kind: str
     wanted = _states_filter(states)
     _kind_filter(kind)
     listed = slurm.squeue_jobs(user=user or _user(), all_states=bool(wanted))
-    groups: dict[str, list[JobStatus]] = {}
+    # squeue's order, an array at its first task; plain jobs pass straight through (a queue
+    # of 10,000 jobs is the case to keep fast).
+    order: list[JobStatus | str] = []
+    arrays: dict[str, list[JobStatus]] = {}
     for st in listed:
-        groups.setdefault(st.job_id.split("_")[0] if "_" in st.job_id else st.job_id, []).append(st)
+        if "_" not in st.job_id:
+            order.append(st)
+            continue
+        base = st.job_id.split("_", 1)[0]
+        if base not in arrays:
+            arrays[base] = []
+            order.append(base)
+        arrays[base].append(st)
     recorded = runs.recorded_ids()
     rows = []
-    for base, sts in groups.items():
-        st = sts[0] if len(sts) == 1 and sts[0].job_id == base else watch.combine(base, sts)
-        rows.append((st, runs.find(base) if base in recorded else None))
+    for item in order:
+        st = watch.combine(item, arrays[item]) if isinstance(item, str) else item
+        rows.append((st, runs.find(st.job_id) if recorded and st.job_id in recorded else None))
     return _filtered(rows, wanted, kind, expand)
 
 
@@ -332,10 +345,9 @@ def format_duration(seconds: float | None) -> str:
 
 
 def unknown(st: JobStatus) -> bool:
-    """True for a job nobody knows: not in the queue, not recorded, not in accounting."""
-    from hpcjobs import watch
-
-    return watch.unknown(st)
+    """True for a job nobody knows: not in the queue, not recorded, not in accounting
+    (hpcjobs.watch.unknown; written out here because status calls it for every row)."""
+    return st.state == "UNKNOWN" and st.source == "none"
 
 
 def no_such_job(job_ids: list[str]) -> BadInput:

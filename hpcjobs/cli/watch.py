@@ -231,8 +231,9 @@ def status(job_ids, as_json, show_all, queue, states, kind, expand):
     else:
         rows = api.status(list(job_ids) or None, limit=0 if show_all else 20,
                           states=list(states), kind=kind, expand=expand)
-    lost = [st.job_id for st, _ in rows if api.unknown(st)]
-    rows = [(st, r) for st, r in rows if st.job_id not in lost]
+    lost = [st.job_id for st, _ in rows if api.unknown(st)] if job_ids else []
+    if lost:
+        rows = [(st, r) for st, r in rows if not api.unknown(st)]
     if as_json:
         click.echo(json.dumps([{**st.to_dict(), "elapsed_seconds": st.seconds,
                                 "run_dir": str(r.path) if r else None,
@@ -313,8 +314,9 @@ def logs(job_id, follow, tail):
 def cancel(job_ids):
     """Cancel jobs; says per id what happened (cancelled, already ended, no such job, refused).
 
-    Exit 0 if every job was cancelled or had already ended, 2 for an id that is not a job
-    (the others are still cancelled), 3 when Slurm refused (its message, e.g. another user's job).
+    Exit 0 if every job was cancelled or had already ended; 2 for an id that names no job
+    (the others are still cancelled) and for a value that is not a job id at all (then
+    nothing is cancelled); 3 when Slurm refused (its message, e.g. another user's job).
     """
     from hpcjobs import api
 
@@ -335,7 +337,8 @@ def cancel(job_ids):
 @guarded
 def wait_cmd(job_ids, timeout):
     """Wait for jobs to end, one squeue per poll for all of them (1 s, growing to 30 s while
-    nothing changes); exit 0 only if all COMPLETED, 1 if any did not, 2 for an unknown job.
+    nothing changes); exit 0 only if all COMPLETED, 1 if any did not, 2 for a job nobody
+    knows (then nothing is waited for).
 
     Ctrl-C stops waiting, not the jobs.
     """
