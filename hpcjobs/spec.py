@@ -33,6 +33,9 @@ DEFAULT_SIGNAL_SECONDS = 120
 # program starts with it ignored unless it asks; the batch script requeues) or program (left at
 # its default for the program's own handler, e.g. Lightning's auto-requeue, which requeues itself).
 SIGNAL_HANDLERS = ("hpcjobs", "program")
+# The monitor's seconds between samples (hpcjobs/runners/monitor.py keeps the same bounds).
+MONITOR_INTERVAL = 5.0
+MONITOR_INTERVAL_RANGE = (0.5, 3600.0)
 # What the preflight does about a bad node: end the job, or requeue it with the node excluded.
 ON_BAD_NODE = ("fail", "exclude")
 FABRIC_CHECKS = ("fail", "warn")
@@ -110,6 +113,9 @@ class JobSpec:
     nccl_debug: bool = False
     python: str = "python3"  # interpreter the job uses for `-m hpcjobs.launch` and .py programs
     chdir: str | None = None
+    # The monitor beside the program (docs/report.md): off with --no-monitor; seconds per sample.
+    monitor: bool = True
+    monitor_interval: float = MONITOR_INTERVAL
     # sbatch options beyond the shape (hpcjobs/sbatch_options.py reads them; docs/sbatch-options.md)
     mem: str | None = None  # per node, Slurm's form: 64G, 512M; 0: all of a node's memory
     mem_per_gpu: str | None = None
@@ -292,6 +298,10 @@ def validate(spec: JobSpec, cluster: Cluster, *, default_gpus: int | None = None
     if not 1 <= s.signal_seconds <= 65535:
         raise BadInput("--signal-seconds", f"must be between 1 and 65535, got {s.signal_seconds}",
                        "e.g. --signal-seconds 120")
+    lo, hi = MONITOR_INTERVAL_RANGE
+    if not lo <= s.monitor_interval <= hi:
+        raise BadInput("--monitor-interval", f"must be between {lo:g} and {hi:g} seconds, got "
+                       f"{s.monitor_interval:g}", f"e.g. --monitor-interval {MONITOR_INTERVAL:g}")
     limit = time_seconds(s.time)
     if limit is not None and s.signal_seconds >= limit:
         # Slurm would send the warning at once (its first check, ~30 s in).

@@ -69,6 +69,11 @@ def common_options() -> list[click.Option]:
     click.Option(["--python"], metavar="PATH",
                  help="Interpreter the job uses (default: the one running hpcjobs)."),
     click.Option(["--cluster", "cluster_file"], metavar="FILE", help="Cluster profile (TOML)."),
+    click.Option(["--monitor/--no-monitor"], default=True, show_default=True,
+                 help="A light sampler per node beside the program (CPU, memory, the job's GPUs, "
+                      "energy) for `hpcjobs report JOBID`."),
+    click.Option(["--monitor-interval"], type=float, default=5.0, show_default=True,
+                 metavar="SECONDS", help="Seconds between the monitor's samples (0.5-3600)."),
     *sbatch_options(),
     ]
 
@@ -168,6 +173,7 @@ class KindCommand(click.Command):
 
 # The preflight's options (docs/runtime-checks.md).
 _SPEC_KEYS |= {"preflight", "on_bad_node", "bad_node_retries", "fabric_check"}
+_SPEC_KEYS |= {"monitor", "monitor_interval"}  # the monitor beside the job (docs/report.md)
 
 
 class KindGroup(click.Group):
