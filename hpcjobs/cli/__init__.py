@@ -28,6 +28,8 @@ class LazyGroup(click.Group):
         "wait": "hpcjobs.cli.watch:wait_cmd",
         "cancel": "hpcjobs.cli.watch:cancel",
         "why": "hpcjobs.cli.why:why_cmd",
+        "report": "hpcjobs.cli.report:report_cmd",
+        "top": "hpcjobs.cli.report:top_cmd",
         "kinds": "hpcjobs.cli.cluster:kinds",
         "cluster": "hpcjobs.cli.cluster:cluster",
         "doctor": "hpcjobs.cli.doctor:doctor_cmd",

@@ -239,7 +239,8 @@ def status(job_ids, as_json, show_all, queue, states, kind, expand):
                                 "run_dir": str(r.path) if r else None,
                                 "kind": r.meta().get("kind") if r else None,
                                 "endpoint": r.meta().get("endpoint") if r else None,
-                                "transport": r.meta().get("transport") if r else None}
+                                "transport": r.meta().get("transport") if r else None,
+                                "gpu_util": _gpu_util(st, r)}
                                for st, r in rows], indent=2))
     elif rows:
         click.echo(_table(rows))
@@ -250,10 +251,22 @@ def status(job_ids, as_json, show_all, queue, states, kind, expand):
         raise api.no_such_job(lost)
 
 
+def _gpu_util(st, run) -> float | None:
+    """Mean GPU utilisation so far of a running recorded job, from its monitors' last samples
+    (files only, no Slurm call; hpcjobs report, docs/report.md)."""
+    if run is None or st.state != "RUNNING":
+        return None
+    from hpcjobs.report import live_for_run
+
+    live = live_for_run(run, st.job_id)
+    return None if live is None else live.util_mean
+
+
 def _table(rows) -> str:
     from hpcjobs import api
 
-    head = ("JOBID", "KIND", "STATE", "EXIT", "RESTARTS", "ELAPSED", "NODES", "REASON/ENDPOINT")
+    head = ("JOBID", "KIND", "STATE", "EXIT", "RESTARTS", "ELAPSED", "GPU%", "NODES",
+            "REASON/ENDPOINT")
     lines = []
     for st, r in rows:
         meta = r.meta() if r else {}
@@ -264,10 +277,12 @@ def _table(rows) -> str:
         if meta.get("transport"):  # what the preflight saw the job's backend really use
             extra = "; ".join(x for x in (extra, f"transport {meta['transport']}") if x)
         ec = "" if st.exit_code is None or not st.done else str(st.exit_code)
+        util = _gpu_util(st, r)
         lines.append((st.job_id, meta.get("kind", "-"), st.state, ec, str(st.restarts),
-                      _dur(st.seconds), st.nodes or "-", extra))
+                      _dur(st.seconds), "-" if util is None else f"{util:.0f}", st.nodes or "-",
+                      extra))
     widths = [max(len(h), *(len(x[i]) for x in lines)) for i, h in enumerate(head)]
-    right = {3, 4, 5}
+    right = {3, 4, 5, 6}
 
     def fmt(cols):
         cells = [c.rjust(w) if i in right else c.ljust(w)
