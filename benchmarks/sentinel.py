@@ -70,7 +70,7 @@ def overhead(env: dict, runs: int, steps: int) -> None:
     cpu = []
     for _ in range(runs):
         for mode in ("off", "on"):
-            extra = ["--hang-timeout", "10m"] if mode == "on" else []
+            extra = ["--hang-timeout", "4m"] if mode == "on" else []
             job, run = submit(env, *extra, "--", EXAMPLE, "--steps", str(steps), "--step-seconds",
                               "0", "--quiet-until", str(steps))
             f = wait_job(job, 300)
