@@ -28,6 +28,8 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.integration.conftest import hpcjobs, scontrol_job
+# Waits for the end, releasing Slurm's requeue delay a few seconds after the requeue.
+from tests.integration.test_requeue import follow_to_the_end
 
 
 def slurmd_pid(node: str) -> int:
@@ -97,26 +99,6 @@ def test_fail_names_the_node_the_check_and_the_fix(sandbox, runs_env):
     assert hist[-1]["action"] == "failed"
 
 
-def follow(job_id: str, timeout: float) -> dict:
-    """To the end, releasing Slurm's requeue delay a few seconds after the requeue (as
-    test_requeue.py does: a step started within the second of it is refused)."""
-    deadline = time.monotonic() + timeout
-    held = None
-    while time.monotonic() < deadline:
-        f = scontrol_job(job_id)
-        state = f.get("JobState", "")
-        if state in ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL"):
-            return f
-        if state == "PENDING" and f.get("Reason") == "BeginTime":
-            held = held or time.monotonic()
-            if time.monotonic() - held >= 3:
-                subprocess.run(["scontrol", "update", f"jobid={job_id}", "StartTime=now"],
-                               capture_output=True)
-        time.sleep(0.5)
-    subprocess.run(["scancel", job_id], capture_output=True)
-    pytest.fail(f"job {job_id} did not end within {timeout:.0f} s: {scontrol_job(job_id)}")
-
-
 def test_exclude_requeues_without_the_bad_node_and_runs_on_the_rest(sandbox, shared_tmp):
     sandbox.need(3)
     pytest.importorskip("torch")
@@ -141,7 +123,7 @@ def test_exclude_requeues_without_the_bad_node_and_runs_on_the_rest(sandbox, sha
                              capture_output=True, text=True, cwd=shared_tmp)
         assert sub.returncode == 0, sub.stderr
         job_id = sub.stdout.strip().split(";")[0]
-        f = follow(job_id, timeout=240)
+        f = follow_to_the_end(job_id, timeout=240)  # releases the requeue delay after 3 s
     finally:
         r = in_ns(pid, "umount", str(tmpdir))
         assert r.returncode == 0, f"could not undo the full tmpfs on node2: {r.stderr}"
