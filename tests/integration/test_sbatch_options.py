@@ -243,8 +243,9 @@ def test_the_direct_bench_script_judges_the_sandboxs_link(sandbox, tmp_path, sha
     script = tmp_path / "bench-mpi.sbatch"
     script.write_text(r.stdout)
     env = {**os.environ, "HPCJOBS_PYTHON": sys.executable}
+    # Results land where sbatch was called: the test's directory, not the checkout.
     job = run_job(["--nodes=2", "--time=5", f"--output={shared_tmp}/b-%j.out", str(script),
-                   "--max-size=64K", "--iters=50"], env=env, timeout=180)
+                   "--max-size=64K", "--iters=50"], env=env, timeout=180, cwd=shared_tmp)
     assert job.ok, job
     assert re.search(r"# link: 10 Gb/s ethernet \(from profile \S+cluster.toml \(the running "
                      r"sandbox\)\)", job.output), job.output
