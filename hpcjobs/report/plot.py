@@ -56,8 +56,9 @@ def draw(r: Receipt, path: str) -> Path:
         top.set_ylim(-2, 102)
         bottom.set_ylabel("GPU memory used (GiB)")
         cards = {g.memory_total for g in with_gpus if g.memory_total}
-        for c in cards:
-            bottom.axhline(c / GIB, color="grey", linestyle=":", linewidth=1)
+        for c in sorted(cards):
+            bottom.axhline(c / GIB, color="grey", linestyle=":", linewidth=1,
+                           label=f"card {c / GIB:.0f} GiB")
         if r.plan_need_bytes:
             bottom.axhline(r.plan_need_bytes / GIB, color="tab:red", linestyle="--", linewidth=1,
                            label="plan")

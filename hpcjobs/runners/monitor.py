@@ -688,12 +688,13 @@ def open_gpus(env, loader=load_nvml) -> tuple[Gpus | None, str]:
     ids, var = gpu_ids(env)
     if ids is None:
         return None, var
-    if loader is load_nvml and not os.path.isdir("/proc/driver/nvidia"):
-        # The sandbox's placeholder GPUs (gres File=/dev/null), a node without the driver.
-        return None, f"no NVIDIA driver on this node (/proc/driver/nvidia) for {var}={','.join(ids)}"
     try:
         nvml = loader()
     except Exception as e:  # noqa: BLE001  NVMLError_LibraryNotFound, DriverNotLoaded, ...
+        if loader is load_nvml and not os.path.isdir("/proc/driver/nvidia"):
+            # The sandbox's placeholder GPUs (gres File=/dev/null), a node without the driver.
+            return None, (f"no NVIDIA driver on this node (/proc/driver/nvidia) for "
+                          f"{var}={','.join(ids)}")
         return None, f"NVML unavailable: {e or type(e).__name__}"
     try:
         handles, how = choose_gpus(nvml, ids, var)
