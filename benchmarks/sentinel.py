@@ -102,7 +102,7 @@ def heartbeat_cost() -> None:
             "t = time.perf_counter()\n"
             "for i in range(n): hb(step=i)\n"
             "between = (time.perf_counter() - t) / n\n"
-            "import sys; m = sys.modules['hpcjobs.heartbeat']\n"
+            "import sys; m = sys.modules['hpcjobs.progress']\n"
             "m._state[1] = m._state[2] = 0.0  # every call writes\n"
             "n2 = 5000\n"
             "t = time.perf_counter()\n"

@@ -14,7 +14,7 @@ _PUBLIC = {
                      "submit", "wait"), "hpcjobs.api"),
     "preempted": "hpcjobs.preempt",
     "finish": "hpcjobs.shutdown",
-    "heartbeat": "hpcjobs.heartbeat",
+    "heartbeat": "hpcjobs.progress",
 }
 __all__ = sorted(_PUBLIC)  # noqa: PLE0605 (built from the table above)
 

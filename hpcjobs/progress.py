@@ -1,5 +1,8 @@
 """``hpcjobs.heartbeat(step=...)``: the program tells the hang sentinel that it is making progress.
 
+(The module is not called ``heartbeat``: ``import hpcjobs.heartbeat`` would then bind the
+package's name to the module, not the function, as for ``finish`` in shutdown.py.)
+
 A job submitted with ``--hang-timeout`` exports ``HPCJOBS_HEARTBEAT_DIR``; each call then keeps
 one small file per rank there, ``rank-<RANK>``, holding the step, a call count and the time::
 
@@ -22,7 +25,6 @@ second. It imports only os and time, and never raises: a full disk must not stop
 from __future__ import annotations
 
 import os
-import sys
 import time
 
 __all__ = ["heartbeat"]
@@ -83,15 +85,3 @@ def heartbeat(step: int | str | None = None) -> None:
         if not s[4]:  # say it once; keep trying at the interval
             s[4] = True
             os.write(2, f"hpcjobs.heartbeat: cannot write {path}: {e.strerror}\n".encode())
-
-
-class _CallableModule(type(sys)):
-    """This module is called like its function: ``import hpcjobs.heartbeat`` binds the package's
-    name ``heartbeat`` to the module (the import system does), after which
-    ``hpcjobs.heartbeat(step=...)`` must still work."""
-
-    def __call__(self, step: int | str | None = None) -> None:
-        heartbeat(step)
-
-
-sys.modules[__name__].__class__ = _CallableModule

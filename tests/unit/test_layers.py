@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("hpcjobs", "hpcjobs.errors", "hpcjobs.outcome", "hpcjobs.option", "hpcjobs.lazy",
               "hpcjobs.data")),
     ("records and facts", ("hpcjobs.cluster", "hpcjobs.models", "hpcjobs.runs", "hpcjobs.slurm",
-                           "hpcjobs.shutdown", "hpcjobs.preempt", "hpcjobs.heartbeat")),
+                           "hpcjobs.shutdown", "hpcjobs.preempt", "hpcjobs.progress")),
     ("job side", ("hpcjobs.launch", "hpcjobs.runners", "hpcjobs.bench")),
     ("the request", ("hpcjobs.spec", "hpcjobs.sbatch_options", "hpcjobs.slurmconf")),
     ("planner", ("hpcjobs.planner",)),

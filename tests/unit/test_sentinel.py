@@ -29,7 +29,7 @@ from tests.conftest import ROOT, unchecked
 
 
 def _fresh_heartbeat(monkeypatch, **env):
-    hb = importlib.import_module("hpcjobs.heartbeat")  # the module (the package's name is the function)
+    hb = importlib.import_module("hpcjobs.progress")  # the module; the package's name is the function
 
     for k in ("HPCJOBS_HEARTBEAT_DIR", "HPCJOBS_HEARTBEAT_INTERVAL", "RANK", "SLURM_PROCID"):
         monkeypatch.delenv(k, raising=False)
@@ -86,7 +86,7 @@ def test_heartbeat_imports_nothing_heavy(tmp_path):
     env = {**os.environ, "HPCJOBS_HEARTBEAT_DIR": str(tmp_path), "RANK": "0"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                          cwd=ROOT, check=True).stdout.split()
-    assert out == ["hpcjobs", "hpcjobs.heartbeat", "hpcjobs.lazy"]
+    assert out == ["hpcjobs", "hpcjobs.lazy", "hpcjobs.progress"]
     assert (tmp_path / "rank-0").exists()
 
 
