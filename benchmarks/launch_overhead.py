@@ -4,6 +4,7 @@ vs `torchrun --standalone --nproc-per-node=1` on the same no-op, side by side.
     /usr/bin/python3 -m venv /tmp/lv && /tmp/lv/bin/pip install -q .     # a fresh venv (not -e)
     python3 benchmarks/launch_overhead.py --python /tmp/lv/bin/python [--repeat 40]
         [--torch-repeat 5] [--sysfs tests/fixtures/sysfs/ib-active] [--no-torchrun]
+        [--against /tmp/lv-old/bin/python]   # e.g. an older commit: git archive C | tar -x -C DIR
 
 Rounds are interleaved (each round runs every command once) so that load on the machine hits all
 rows alike; medians and minimums in ms, the difference to a bare start and the ratio to it. Wall
@@ -45,6 +46,17 @@ DASH_M = "python -m noop (an empty package's __main__: runpy)"
 ALONE = "hpcjobs.launch --dry-run (launcher alone, 3 nodes)"
 # The launcher without runpy: what a template could run instead of `-m hpcjobs.launch`.
 DASH_C = "from hpcjobs.launch.__main__ import main; raise SystemExit(main())"
+IN_PROCESS = """
+import io, sys, time
+c = time.process_time_ns
+t0 = c()
+import hpcjobs.launch.__main__ as m, hpcjobs.launch.environment
+t1 = c()
+out, sys.stdout = sys.stdout, io.StringIO()
+m.main(["--dry-run"])
+t2 = c()
+out.write(f"{(t1 - t0) / 1e6} {(t2 - t1) / 1e6}")
+"""
 
 
 def task_env(tmp: str, sysfs: str, nodes: int, nodename: bool = True) -> dict:
@@ -98,6 +110,8 @@ def main() -> int:
     ap.add_argument("--torch-repeat", type=int, default=5, help="torchrun takes seconds per run")
     ap.add_argument("--sysfs", default=os.path.join(REPO, "tests/fixtures/sysfs/ib-active"))
     ap.add_argument("--no-torchrun", action="store_true")
+    ap.add_argument("--against", metavar="PY", help="also run the key rows with this interpreter "
+                    "(e.g. a venv with an older commit installed), interleaved in the same rounds")
     args = ap.parse_args()
     py = args.python
     bare = [py, "-c", "pass"]
@@ -124,6 +138,19 @@ def main() -> int:
             "  same, cold profile cache (first task after a change)": (
                 [*launcher, "--", *bare], dict(env3, XDG_CACHE_HOME=cold)),
         }
+        other = {}
+        if args.against:
+            o = args.against
+            other = {
+                BASELINE: [o, "-c", "pass"], DASH_M: [o, "-m", "noop"],
+                ALONE: [o, "-m", "hpcjobs.launch", "--dry-run"],
+                "  same, 10,000 nodes without SLURMD_NODENAME": [o, "-m", "hpcjobs.launch", "--dry-run"],
+                "hpcjobs.launch -- python -c pass (3 nodes)": [o, "-m", "hpcjobs.launch", "--", o, "-c",
+                                                               "pass"],
+            }
+            for label, argv in other.items():
+                rows["against: " + label] = (argv, rows[label][1])
+            run(other["hpcjobs.launch -- python -c pass (3 nodes)"], env3)  # its own profile cache
         run([*launcher, "--", *bare], env3)  # warm the profile cache, as any earlier task would
         samples: dict[str, list[tuple[float, float]]] = {k: [] for k in rows}
         for _ in range(args.repeat):
@@ -131,6 +158,10 @@ def main() -> int:
                 if "cold" in label:
                     shutil.rmtree(cold, ignore_errors=True)
                 samples[label].append(run(argv, env))
+        # Inside one interpreter: CPU time of the launcher's imports and of main() (a dry run),
+        # without the interpreter's start and exit around them: the least disturbed figure.
+        inside = [subprocess.run([py, "-c", IN_PROCESS], env=env3, cwd=tmp, capture_output=True,
+                                 text=True, check=True).stdout.split() for _ in range(args.repeat)]
         torchrun = shutil.which("torchrun", path=os.path.dirname(py)) or shutil.which("torchrun")
         if torchrun and not args.no_torchrun:
             label = "torchrun --standalone --nproc-per-node=1 --no-python python -c pass"
@@ -152,7 +183,7 @@ def main() -> int:
           f"| CPU min | added (CPU) | x bare |")
     print(f"|{'-' * 60}|------------:|---------:|-------------:|-------:|-----------:|--------:"
           "|------------:|-------:|")
-    for label in samples:
+    for label in (k for k in samples if not k.startswith("against: ")):
         wall, cpu = med(label, 0), med(label, 1)
         wmin, cmin = low(label, 0), low(label, 1)
         base = label == BASELINE
@@ -171,6 +202,22 @@ def main() -> int:
         for label in ("  same, 10,000-node list", "  same, 10,000 nodes without SLURMD_NODENAME"):
             dw, dc = f(label, 0) - f(ALONE, 0), f(label, 1) - f(ALONE, 1)
             print(f"  {label.strip()}: {dw:+.1f} ms wall, {dc:+.1f} ms CPU beyond the 3-node dry run")
+    imp, work = [float(x[0]) for x in inside], [float(x[1]) for x in inside]
+    tot = [a + b for a, b in zip(imp, work)]
+    print(f"\ninside one interpreter (CPU, median (min) of {len(inside)}): imports "
+          f"{statistics.median(imp):.2f} ({min(imp):.2f}) ms, main() --dry-run {statistics.median(work):.2f} "
+          f"({min(work):.2f}) ms, together {statistics.median(tot):.2f} ({min(tot):.2f}) ms = "
+          f"{statistics.median(tot) / base_cpu:.2f}x a bare start")
+    if other:
+        print(f"\nCPU time, interleaved: {py} (this) against {args.against}; median (min), and the "
+              "ratio to that interpreter's bare start")
+        print(f"| {'command':<58} | this | x bare | against | x bare |")
+        print(f"|{'-' * 60}|-----:|-------:|--------:|-------:|")
+        ob = med("against: " + BASELINE, 1)
+        for label in other:
+            a, b = med(label, 1), med("against: " + label, 1)
+            print(f"| {label.strip():<58} | {a:.1f} ({low(label, 1):.1f}) ms | {a / base_cpu:.2f}x "
+                  f"| {b:.1f} ({low('against: ' + label, 1):.1f}) ms | {b / ob:.2f}x |")
     return 0
 
 
