@@ -4,8 +4,6 @@
 3 Slurm unreachable or refused the job (Slurm's own message).
 """
 
-from __future__ import annotations
-
 
 class HpcjobsError(Exception):
     """Base class: ``str(err)`` is the one line the CLI prints."""

@@ -1,6 +1,8 @@
 """NCCL, UCX and Open MPI environment from what the node really has, read from sysfs.
 
-Facts used (see ../shared/FACTS.md, "NCCL on InfiniBand and RoCE", "UCX and MPI"):
+Facts used (sources: the kernel's Documentation/ABI/stable/sysfs-class-infiniband; NVIDIA/nccl
+src/transport/net_ib (connect.cc ncclIbGetGidIndex, init.cc, gdr.cc); docs.open-mpi.org v5.0.x
+"InfiniBand and RoCE"):
 - ``/sys/class/infiniband/<dev>/ports/<n>/state`` reads e.g. ``4: ACTIVE``; ``link_layer`` reads
   ``InfiniBand`` or ``Ethernet`` (RoCE). GIDs: ``ports/<n>/gids/<i>`` printed in full
   (``0000:0000:0000:0000:0000:ffff:0a64:0002`` for the RoCE v2 GID of 10.100.0.2), type in

@@ -7,7 +7,7 @@ variable (the launcher prints it as one line and exits 2).
 
 Three small parsers live here on purpose: :func:`first_host`, :func:`expand` and
 :func:`tasks_per_node`. The maintained library, python-hostlist, is the reference (it keeps
-Slurm's order; FACTS.md), but importing it pulls in ``re`` and ``enum`` (~7-12 ms by ``-X
+Slurm's order, as `scontrol show hostnames` does, where ClusterShell's NodeSet sorts), but importing it pulls in ``re`` and ``enum`` (~7-12 ms by ``-X
 importtime`` in a clean virtual environment, more than all of the launcher's own work) and
 expanding a fragmented 10,000-node list with it takes ~10 ms. A task needs only the list's first
 host (and, without SLURMD_NODENAME, its own), so the hand paths cover the forms Slurm writes

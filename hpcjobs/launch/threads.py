@@ -3,7 +3,7 @@
 Without it every rank's OpenMP runtime (torch's intra-op pool, MKL, numpy's BLAS) starts one
 thread per core it can see, so N ranks on a node run N x cores threads that fight over the same
 cores. torchrun sets OMP_NUM_THREADS=1 when it starts several processes per node for this reason;
-one report (FACTS.md, Megatron-LM#137) saw a CPU-heavy step go from 26 s to 1012 s without it.
+one report (ISEEKYAN/Megatron-LM#137) saw a CPU-heavy step go from 26 s to 1012 s without it.
 
 The value, unless the user (or the batch script) set OMP_NUM_THREADS already:
 

@@ -68,7 +68,7 @@ def test_the_users_value_is_kept(tmp_path):
     assert "# kept OMP_NUM_THREADS=7 (already set; the launcher would set 1:" in environment.explain(task)
 
 
-@pytest.mark.parametrize("template", ["train", "deepspeed", "megatron"])
+@pytest.mark.parametrize("template", ["train", "deepspeed", "megatron", "horovod", "bench-allreduce"])
 def test_templates_leave_it_to_the_launcher(template):
     """A batch script that exported OMP_NUM_THREADS would look like the user's choice, and the
     launcher would keep it: the launcher decides for rendered scripts, direct sbatch and plain
