@@ -224,9 +224,9 @@ def node_main(argv: list[str], env: dict) -> int:
             return _run_head(cmd, run_env, addr=ip, port=api_port, model=args[0],
                              timeout=a.health_timeout, backend="ray", nnodes=step.nnodes)
 
-        return rayrun.run_cluster(dict(env), python=python, nnodes=step.nnodes,
-                                  rank=step.node_rank, head_host=master_addr,
-                                  head_port=int(master_port), ip=ip, on_head=serve)
+        # Every Ray port from the job and step (runners/ray.py), not MASTER_PORT.
+        return rayrun.run_cluster(dict(env), python=python, step=step, head_host=master_addr,
+                                  ip=ip or None, on_head=serve)
     common = dict(python=python, gpus=gpus, nnodes=step.nnodes, rank=step.node_rank,
                   master_addr=master_addr, master_port=master_port)
     if step.node_rank > 0:
