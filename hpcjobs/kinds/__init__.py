@@ -15,6 +15,7 @@ KINDS: dict[str, str] = {
     "bench-mpi": "hpcjobs.kinds.bench_mpi:KIND",
     "megatron": "hpcjobs.kinds.megatron:KIND",
     "vllm": "hpcjobs.kinds.vllm:KIND",
+    "jax": "hpcjobs.kinds.jax:KIND",
 }
 
 

@@ -46,6 +46,8 @@ SPECS: dict[str, dict] = {
                  options={"model": "meta-llama/Llama-2-7b-hf", "backend": "ray", "port": 8123,
                           "dtype": "float16", "max_model_len": 2048,
                           "health_timeout": 600}),
+    "jax": dict(program=["examples/jax_allreduce.py", "--steps", "8"],
+                options={"mesh": "data=2"}),
     "bench-allreduce": dict(program=[], options={}),
     "bench-mpi": dict(program=[], options={}),
 }
