@@ -16,6 +16,7 @@ KINDS: dict[str, str] = {
     "megatron": "hpcjobs.kinds.megatron:KIND",
     "vllm": "hpcjobs.kinds.vllm:KIND",
     "jax": "hpcjobs.kinds.jax:KIND",
+    "ray": "hpcjobs.kinds.ray:KIND",
 }
 
 

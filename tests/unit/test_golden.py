@@ -48,6 +48,8 @@ SPECS: dict[str, dict] = {
                           "health_timeout": 600}),
     "jax": dict(program=["examples/jax_allreduce.py", "--steps", "8"],
                 options={"mesh": "data=2"}),
+    "ray": dict(program=["examples/ray_tasks.py", "--tasks", "8"],
+                options={"nodes_timeout": 120}),
     "bench-allreduce": dict(program=[], options={}),
     "bench-mpi": dict(program=[], options={}),
 }
