@@ -73,8 +73,10 @@ def status(repeat, tmp, n=10000):
         st = states[i % 4]
         reason = "None" if st == "RUNNING" else "Priority" if i % 3 else "Resources"
         nodes = f"node[{1 + i % 3}-3]" if st == "RUNNING" else ""
+        # The fields of hpcjobs.slurm.WATCH_FORMAT (squeue -O): id, state, reason, time used,
+        # nodes, partition, user, exit code, restarts, name.
         lines.append(SEP.join([str(100000 + i), st, reason, "1:23" if st == "RUNNING" else "0:00",
-                               nodes, "gpu", "root", f"train-{i}"]))
+                               nodes, "gpu", "root", "0", "0", f"train-{i}"]))
     data = os.path.join(tmp, "squeue.out")
     with open(data, "w") as f:
         f.write("\n".join(lines) + "\n")
