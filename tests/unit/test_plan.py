@@ -372,7 +372,7 @@ def plan_kind(monkeypatch):
     module = types.ModuleType("_hpcjobs_plantest_kind")
     module.KIND = _ServeKind()
     monkeypatch.setitem(sys.modules, module.__name__, module)
-    monkeypatch.setitem(kinds.KINDS, "plantest", module.__name__)
+    monkeypatch.setitem(kinds.KINDS, "plantest", f"{module.__name__}:KIND")
     return module.KIND
 
 

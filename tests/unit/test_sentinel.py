@@ -71,8 +71,8 @@ def test_heartbeat_never_raises(monkeypatch, tmp_path, capfd):
     assert err.count("hpcjobs.heartbeat: cannot write") == 1
 
 
-def test_the_module_is_called_like_the_function(tmp_path):
-    code = ("import hpcjobs.heartbeat, hpcjobs; hpcjobs.heartbeat(step=4); "
+def test_the_package_name_stays_the_function_after_the_module_is_imported(tmp_path):
+    code = ("import hpcjobs.progress, hpcjobs; hpcjobs.heartbeat(step=4); "
             "from hpcjobs import heartbeat; heartbeat(step=5)")
     env = {**os.environ, "HPCJOBS_HEARTBEAT_DIR": str(tmp_path), "RANK": "1"}
     subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, check=True)
