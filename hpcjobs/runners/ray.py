@@ -462,13 +462,28 @@ def run_cluster(env: dict, *, python: str, step: slurmenv.Step, head_host: str, 
         _stop(child)
 
 
-def resources(env: dict) -> list[str]:
+def node_memory_mb() -> int:
+    """The node's physical memory (MemTotal) in MB, 0 if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) // 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def resources(env: dict, node_mb: int | None = None) -> list[str]:
     """``--num-cpus`` and ``--object-store-memory`` from what Slurm gave the job on this node.
 
     Ray would take the whole node's CPUs and 30% of its memory: two jobs sharing a node would
     each count on all of it. SLURM_CPUS_ON_NODE is the job's CPUs here; the memory is
-    SLURM_MEM_PER_NODE, or SLURM_MEM_PER_CPU x the CPUs, in MB, when the job asked for one
-    (Slurm sets neither for a default allocation: then Ray's own default stays)."""
+    SLURM_MEM_PER_NODE, or SLURM_MEM_PER_CPU x the CPUs, in MB, when Slurm sets one (it sets
+    neither for a default allocation: then Ray's own default stays). Never more than the node
+    really has (``node_mb``, MemTotal): a slurm.conf can promise more (the sandbox's nodes
+    share one host), and Ray refuses to start when its object store leaves no memory for tasks.
+    """
     out = []
     cpus = env.get("SLURM_CPUS_ON_NODE", "")
     if cpus.isdigit() and int(cpus) > 0:
@@ -478,6 +493,9 @@ def resources(env: dict) -> list[str]:
     mb = int(mem) if mem.isdigit() else (int(per_cpu) * int(cpus) if per_cpu.isdigit() and
                                          cpus.isdigit() else 0)
     if mb > 0:
+        node_mb = node_memory_mb() if node_mb is None else node_mb
+        if node_mb > 0:
+            mb = min(mb, node_mb)
         # Ray's default share (30%), at least its 75 MB minimum.
         out += ["--object-store-memory", str(max(75 * 1024 * 1024, int(mb * 1024 * 1024 * 0.3)))]
     return out

@@ -128,7 +128,14 @@ def test_ports_command():
      ["--num-cpus", "1", "--object-store-memory", str(75 * 1024 * 1024)]),
 ])
 def test_resources_from_slurm(env, flags):
-    assert rayrun.resources(env) == flags
+    assert rayrun.resources(env, node_mb=1_000_000) == flags
+
+
+def test_the_object_store_never_exceeds_the_nodes_memory():
+    # The sandbox: slurm.conf promises 191000 MB a node, the host has 24 GB for all of them.
+    env = {"SLURM_CPUS_ON_NODE": "16", "SLURM_MEM_PER_CPU": "5968"}
+    assert rayrun.resources(env, node_mb=24000)[-1] == str(int(24000 * 1024 * 1024 * 0.3))
+    assert rayrun.node_memory_mb() > 0
 
 
 def test_expected_nodes_use_the_profiles_addresses(isolated):
