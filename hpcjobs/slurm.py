@@ -313,6 +313,19 @@ def scontrol_jobs(job_ids: list[str]) -> tuple[list[JobStatus], list[str]]:
     return found, missing
 
 
+def job_fields(job_id: str) -> dict[str, str]:
+    """Every field of ``scontrol show job -o JOBID`` for one job or array task (Reason,
+    Dependency, TimeLimit, StartTime, NumTasks, MinMemoryNode, ...); {} once Slurm no longer
+    holds it. `hpcjobs why` explains a pending job and a dependency from these."""
+    proc = run(["scontrol", "show", "job", "-o", job_id], check=False)
+    if proc.returncode != 0:
+        if "Invalid job id" in _message(proc):
+            return {}
+        proc = run(["scontrol", "show", "job", "-o", job_id])  # retried; raises Slurm's message
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("JobId=")), "")
+    return parse_kv(line, job=True) if line else {}
+
+
 # No Restarts: 22.05's sacct refuses the whole query ('Invalid field requested: "Restarts"').
 SACCT_FIELDS = "JobID,JobName,Partition,State,ExitCode,Elapsed,NodeList"
 

@@ -31,9 +31,12 @@ def why_cmd(job_id: str | None, log_file: str | None, as_json: bool) -> None:
 
     Time limit, preemption/requeue, node failure, out of memory (host or CUDA), NCCL timeout or
     TCP-socket fallback, master port in use, missing module, a crash in C++ cleanup at exit
-    (std::terminate), plain non-zero exit. Works without Slurm accounting. For a job array's
-    own id: each task's state, exit code and run time, then the verdict of the failed tasks
-    (JOBID_TASK for one task).
+    (std::terminate), a dependency that can never be met, plain non-zero exit. A failed
+    multi-rank step names the rank that failed first, its node, its own exit code and its
+    traceback (not the peers srun then killed); a pending job, Slurm's reason in words; a
+    requeued job, its last run (earlier runs are remarks). Works without Slurm accounting.
+    For a job array's own id: each task's state, exit code and run time, then the verdict of
+    the failed tasks (JOBID_TASK for one task).
     """
     from hpcjobs.triage import why
 
