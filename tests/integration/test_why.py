@@ -4,6 +4,11 @@ MemoryError; a SIGKILL as the kernel's OOM killer sends it), a missing module, a
 command, the master port already taken (torch's own EADDRINUSE), a plain non-zero exit, a
 cancel, and a success. The sandbox has no accounting: the state comes from scontrol.
 
+Issue 11, points 9-10: a 3-node job whose last rank raises KeyError (srun then SIGTERMs the
+others: the job's exit code is 143, the rank's own 1); a job whose --after job fails, so that
+Slurm cancels it (--kill-on-invalid-dep=yes); a held job and one waiting for its --begin; a
+requeued job whose first run ran out of memory and whose second exited 3.
+
 Requeue and node failure are classified in test_requeue.py and test_faults.py, on the jobs
 those tests make; CUDA out-of-memory and NCCL need GPUs and are recorded logs
 (tests/unit/test_triage.py).
@@ -32,6 +37,20 @@ import torch.distributed as dist
 dist.init_process_group("gloo")
 """
 
+KEYERROR_PROG = """\
+import os, sys, time
+rank, last = int(os.environ["SLURM_PROCID"]), int(os.environ["SLURM_NTASKS"]) - 1
+print(f"rank {rank} on {os.uname().nodename}", flush=True)
+time.sleep(1)
+if rank == last:
+    config = {"lr": 0.1}
+    config["batch_size"]
+time.sleep(120)  # the others wait until srun ends them
+"""
+# Run 1 (no restart yet) runs out of memory; run 2, after `scontrol requeue`, exits 3.
+REQUEUED_PROG = ('if [ "${SLURM_RESTART_COUNT:-0}" = 0 ]; then exec python3 -c '
+                 '"bytearray(10**15)"; else echo "error: input file is empty" >&2; exit 3; fi')
+
 PY = sys.executable
 # name -> (kind and options, program)
 JOBS = {
@@ -46,6 +65,15 @@ JOBS = {
     "exit_code": (["mpi"], ["sh", "-c", "echo 'error: input file is empty' >&2; exit 3"]),
     "cancelled": (["mpi"], ["sleep", "300"]),
     "completed": (["mpi"], ["echo", "fine"]),
+    # point 9: up to 3 nodes, one rank each; the last rank fails
+    "rank_keyerror": (["mpi", "--nodes", "{nodes}"], [PY, "{keyerror_prog}"]),
+    # point 10: the job the dependent one waits for is held until the test releases it
+    "dep_parent": (["mpi", "--sbatch-arg=--hold"], ["sh", "-c", "echo 'error: no data' >&2; "
+                                                     "exit 3"]),
+    "dep_child": (["mpi", "--after", "{dep_parent}"], ["echo", "never"]),
+    "held": (["mpi", "--sbatch-arg=--hold"], ["echo", "held"]),
+    "begin": (["mpi", "--begin", "now+1hour"], ["echo", "later"]),
+    "requeued": (["mpi", "--requeue"], ["sh", "-c", REQUEUED_PROG]),
 }
 
 
@@ -54,16 +82,23 @@ def jobs(sandbox, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("why")
     os.chmod(tmp, 0o777)
     (tmp / "port_prog.py").write_text(PORT_PROG)
+    (tmp / "keyerror_prog.py").write_text(KEYERROR_PROG)
     env = {**os.environ, "HPCJOBS_RUNS_DIR": str(tmp / "runs")}
     ids = {}
+    fill = {"{port_prog}": str(tmp / "port_prog.py"), "{keyerror_prog}":
+            str(tmp / "keyerror_prog.py"), "{nodes}": str(min(3, sandbox.n))}
     for name, (kind, prog) in JOBS.items():
         if name == "port_in_use":
             try:
                 import torch  # noqa: F401
             except ImportError:
                 continue
-        prog = [a.replace("{port_prog}", str(tmp / "port_prog.py")) for a in prog]
-        r = hpcjobs("submit", kind[0], "--nodes", "1", *kind[1:], "--json", "--", *prog, env=env)
+        fill["{dep_parent}"] = ids.get("dep_parent", "")
+        prog = [fill.get(a, a) for a in prog]
+        opts = [fill.get(a, a) for a in kind[1:]]
+        if "--nodes" not in opts:
+            opts = ["--nodes", "1", *opts]
+        r = hpcjobs("submit", kind[0], *opts, "--json", "--", *prog, env=env)
         assert r.returncode == 0, (name, r.stderr)
         ids[name] = json.loads(r.stdout)["job_id"]
     yield ids, env
@@ -129,7 +164,7 @@ def test_why_while_running_says_so(jobs):
     ids, env = jobs
     r = json.loads(hpcjobs("why", ids["time_limit"], "--json", env=env).stdout)
     if r["state"] in ("PENDING", "RUNNING"):
-        assert r["findings"][0]["key"] == "running"
+        assert r["findings"][0]["key"] == r["state"].lower()
 
 
 def test_warning_signal_does_not_kill_a_program_that_did_not_ask_for_it(jobs):
@@ -152,3 +187,102 @@ def test_why_time_limit(jobs):
     assert v["state"] == "TIMEOUT"
     first = v["findings"][0]
     assert first["key"] == "time_limit" and "DUE TO TIME LIMIT" in first["evidence"], v
+
+
+# --- issue 11, point 9 ----------------------------------------------------------------------
+
+def test_the_rank_that_failed_first_is_named_not_the_peers_srun_killed(jobs, sandbox):
+    """The last rank raises KeyError (exit 1); srun ends the others with SIGTERM, so the job's
+    exit code is 143. `why` names that rank, its node, its own exit code and its traceback."""
+    ids, env = jobs
+    v = why(ids["rank_keyerror"], env)
+    n = min(3, sandbox.n)
+    st = json.loads(hpcjobs("status", ids["rank_keyerror"], "--json", env=env).stdout)[0]
+    import hostlist
+
+    node = hostlist.expand_hostlist(st["nodes"])[n - 1]  # one task per node, in node order
+    assert v["state"] == "FAILED" and v["exit_code"] == 143, v
+    first = v["findings"][0]
+    assert first["key"] == "exit_code", v
+    assert first["cause"].startswith(f"rank {n - 1} on {node} failed first: exited with code 1 "
+                                     "(KeyError: 'batch_size')"), first
+    assert "exited with code 143" not in first["cause"]
+    f = v["failure"]
+    assert (f["rank"], f["node"], f["exit_code"]) == (n - 1, node, 1), f
+    assert f["traceback"][-1] == "KeyError: 'batch_size'"
+    assert 'config["batch_size"]' in "\n".join(f["traceback"])
+
+
+# --- point 10 -------------------------------------------------------------------------------
+
+def test_a_dependency_that_failed_is_named_not_scancel(jobs):
+    """While its --after job is held, the child pends on Dependency and `why` names that job;
+    once the parent fails (exit 3), Slurm cancels the child (--kill-on-invalid-dep=yes, which
+    the templates set): JobState=CANCELLED Reason=DependencyNeverSatisfied on 22.05."""
+    ids, env = jobs
+    parent, child = ids["dep_parent"], ids["dep_child"]
+    r = hpcjobs("why", child, "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    v = json.loads(r.stdout)
+    assert v["state"] == "PENDING" and v["cause"] == "pending", v
+    assert f"it waits for job {parent}, which is PENDING" in v["findings"][0]["cause"], v
+    subprocess.run(["scontrol", "release", parent], check=True)
+    assert hpcjobs("wait", parent, env=env, timeout=120).returncode == 1
+    v = why(child, env)
+    assert (v["state"], v["reason"], v["cause"]) == ("CANCELLED", "DependencyNeverSatisfied",
+                                                     "dependency"), v
+    first = v["findings"][0]
+    assert first["cause"].startswith(f"the job never ran: its dependency can never be "
+                                     f"satisfied: afterok:{parent} needs job {parent} to have "
+                                     f"ended successfully (COMPLETED), but it ended FAILED, "
+                                     f"exit code 3"), first
+    assert f"Dependency=afterok:{parent}(failed)" in first["evidence"]
+    assert f"--after {parent}:any" in first["fix"]
+
+
+@pytest.mark.parametrize("name,reason,words,fix", [
+    ("held", "JobHeldUser", "it is held by its owner", "`scontrol release {id}`"),
+    ("begin", "BeginTime", "its earliest start time has not come yet",
+     "`scontrol update jobid={id} StartTime=now`"),
+])
+def test_a_pending_job_says_why_it_pends(jobs, name, reason, words, fix):
+    ids, env = jobs
+    r = hpcjobs("why", ids[name], "--json", env=env)
+    assert r.returncode == 0, r.stderr
+    v = json.loads(r.stdout)
+    first = v["findings"][0]
+    assert (v["state"], v["reason"], first["key"]) == ("PENDING", reason, "pending"), v
+    assert first["cause"].startswith(f"the job is pending: {words}"), first
+    assert f"(Slurm's reason: {reason})" in first["cause"]
+    assert fix.format(id=ids[name]) in first["fix"]
+    if name == "begin":
+        assert "Slurm expects it to start at " in first["cause"]
+
+
+def test_after_a_requeue_the_last_run_is_judged(jobs):
+    """Run 1 dies of MemoryError (FAILED), `scontrol requeue` (Restarts=1), released after 3 s
+    (sooner: "Job credential revoked"), run 2 exits 3. The output holds both runs; the restart
+    line the script prints splits them: the cause is run 2's, run 1's is a remark."""
+    ids, env = jobs
+    jid = ids["requeued"]
+    assert hpcjobs("wait", jid, env=env, timeout=120).returncode == 1
+    subprocess.run(["scontrol", "requeue", jid], check=True)
+    time.sleep(3)
+    subprocess.run(["scontrol", "update", f"jobid={jid}", "StartTime=now"], check=True)
+    deadline = time.monotonic() + 120
+    while True:  # wait sees the requeued job once Slurm has it pending again
+        st = json.loads(hpcjobs("status", jid, "--json", env=env).stdout)[0]
+        if st["restarts"] == 1 and st["state"] in ("FAILED", "COMPLETED"):
+            break
+        assert time.monotonic() < deadline, st
+        time.sleep(0.5)
+    v = why(jid, env)
+    assert (v["state"], v["exit_code"], v["runs"]) == ("FAILED", 3, 2), v
+    keys = [f["key"] for f in v["findings"]]
+    assert keys[0] == "exit_code" and "oom_host" not in keys, v
+    first = v["findings"][0]
+    assert "exited with code 3 (error: input file is empty)" in first["cause"], first
+    earlier = [f for f in v["findings"] if f["key"] == "earlier_run"]
+    assert len(earlier) == 1 and earlier[0]["cause"] == ("run 1 of 2 ended: out of memory on "
+                                                         "the host (RAM)"), v
+    assert earlier[0]["evidence"].endswith(": MemoryError")
