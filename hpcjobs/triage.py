@@ -158,6 +158,9 @@ class Finding:
     cause: str
     evidence: str
     fix: str
+    # None: the job's last run (Slurm's state is its). K: how the K-th run of a requeued job
+    # ended, a remark ("run 1 of 2 ended: ..."), with that run's own key.
+    run: int | None = None
 
 
 @dataclass
@@ -330,8 +333,8 @@ def classify(facts: Facts) -> list[Finding]:
         shown = earlier[-3:]  # the last three earlier runs; older ones counted
         for k, (s, e) in enumerate(shown, n - len(shown)):
             f = _earlier_run(facts, name, s, e)
-            findings.append(Finding("earlier_run", f"run {k} of {n} ended: {f.cause}",
-                                    f.evidence, f.fix))
+            findings.append(Finding(f.key, f"run {k} of {n} ended: {f.cause}", f.evidence,
+                                    f.fix, run=k))
         if len(earlier) > len(shown):
             facts.notes.append(f"{len(earlier) - len(shown)} older runs are in the output too")
         facts.notes.append(f"the output holds {len(runs)} run{'s' * (len(runs) != 1)} of this "

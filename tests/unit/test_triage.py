@@ -359,11 +359,12 @@ def test_after_a_requeue_the_last_run_is_judged_and_the_first_is_a_remark():
     assert found[0].cause.startswith("rank 0 on node1 failed first: exited with code 3 (error: "
                                      "input file is empty)")
     assert found[0].evidence == "requeued_oom_then_exit.out:7: error: input file is empty"
-    earlier = [f for f in found if f.key == "earlier_run"]
+    earlier = [f for f in found if f.run is not None]
     assert len(earlier) == 1 and earlier[0].cause == ("run 1 of 2 ended: out of memory on the "
                                                       "host (RAM)")
+    assert (earlier[0].key, earlier[0].run) == ("oom_host", 1)
     assert earlier[0].evidence == "requeued_oom_then_exit.out:5: MemoryError"
-    assert "oom_host" not in [f.key for f in found]
+    assert all(f.run is None for f in found if f.key != "oom_host")
     assert any("holds 2 runs" in n for n in facts.notes)
 
 
@@ -371,7 +372,7 @@ def test_a_requeued_job_waiting_to_run_again_says_how_its_last_run_ended():
     log = read_log(TRIAGE / "requeued_oom_then_exit.out")[:5]  # run 1 only, as it waits
     found = classify(Facts("9", state="PENDING", reason="BeginTime", restarts=1,
                            source="squeue", log=log, log_path="slurm-9.out"))
-    assert [f.key for f in found] == ["requeued", "earlier_run"]
+    assert [(f.key, f.run) for f in found] == [("requeued", None), ("oom_host", 1)]
     assert found[1].cause == "run 1 of 2 ended: out of memory on the host (RAM)"
     assert "scontrol update jobid=9 StartTime=now" in found[0].fix
 
@@ -387,8 +388,8 @@ def test_runs_split_where_slurm_requeued_when_the_script_printed_no_restart_line
     found = classify(Facts(job_id="1061", state="FAILED", exit_code=3, restarts=1, log=log,
                            source="scontrol"))
     assert found[0].cause.startswith("rank 0 on node1 failed first: exited with code 3")
-    assert any(f.key == "earlier_run" and "a node failed during the job (node3)" in f.cause
-               for f in found)
+    assert any((f.key, f.run) == ("node_fail", 1) and "a node failed during the job (node3)"
+               in f.cause for f in found)
 
 
 def test_slurm_saying_no_restart_means_one_run():
