@@ -201,7 +201,7 @@ def _exit(text: str) -> tuple[int | None, int | None]:
 
 
 def parse_scontrol_job(text: str) -> list[JobStatus]:
-    """Parse ``scontrol show job -o`` (one job per line, Key=Value pairs; see :func:`_kv`).
+    """Parse ``scontrol show job -o`` (one job per line, Key=Value pairs; see :func:`parse_kv`).
 
     An array's tasks are ``ARRAYJOB_TASK``; its still-pending tasks are one record whose
     ArrayTaskId is a range ("1-3%1": tasks 1 to 3, one at a time), given as ``11_[1-3]``
@@ -211,7 +211,7 @@ def parse_scontrol_job(text: str) -> list[JobStatus]:
     for line in text.splitlines():
         if not line.startswith("JobId="):
             continue
-        fields = _kv(line, job=True)
+        fields = parse_kv(line, job=True)
         ec, sig = _exit(fields.get("ExitCode", ""))
         state = (fields.get("JobState", "") or "UNKNOWN").split()[0]
         jid = fields.get("JobId", "")
@@ -260,7 +260,7 @@ _FREE_TEXT = frozenset({"JobName", "Command", "WorkDir", "StdErr", "StdIn", "Std
                         "AdminComment", "SystemComment"})
 
 
-def _kv(line: str, job: bool = False) -> dict[str, str]:
+def parse_kv(line: str, job: bool = False) -> dict[str, str]:
     """Key=Value pairs of one ``scontrol -o`` line; a value runs to the next `` Key=``.
 
     Values may hold blanks (JobName, Reason, paths). With ``job``, a free-text value (a job
@@ -592,7 +592,7 @@ def parse_partitions(text: str) -> list[PartitionInfo]:
     for line in text.splitlines():
         if not line.startswith("PartitionName="):
             continue
-        f = _kv(line)
+        f = parse_kv(line)
         mn = f.get("MaxNodes", "UNLIMITED")
         tn = f.get("TotalNodes", "0")
         out.append(PartitionInfo(
@@ -611,7 +611,7 @@ def parse_nodes(text: str) -> list[NodeInfo]:
     for line in text.splitlines():
         if not line.startswith("NodeName="):
             continue
-        f = _kv(line)
+        f = parse_kv(line)
         gpus, names = 0, []
         for item in re.split(r",(?![^(]*\))", _none(f.get("Gres", ""))):
             m = _NODE_GRES.match(item.strip())

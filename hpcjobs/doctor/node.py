@@ -50,7 +50,7 @@ def check_slurmctld(ctx: Context) -> Check:
 
 def check_slurm_node(ctx: Context, controller_down: bool = False) -> Check:
     # The scontrol -o key=value reader of the Slurm backend (values may hold blanks).
-    from hpcjobs.slurm import _kv
+    from hpcjobs.slurm import parse_kv
 
     name = ctx.slurm_name
     r = ctx.host.run(["scontrol", "-o", "show", "node", name], None)
@@ -65,7 +65,7 @@ def check_slurm_node(ctx: Context, controller_down: bool = False) -> Check:
                          tail(r.text), "run it on a compute node: srun -N1 hpcjobs doctor")
         return Check("slurm-node", FAIL, f"Slurm does not know node {name}", tail(r.text),
                      "add it to slurm.conf (NodeName=...) and restart slurmctld/slurmd")
-    kv = _kv(r.out.strip().splitlines()[0])
+    kv = parse_kv(r.out.strip().splitlines()[0])
     state = kv.get("State", "?")
     gres = kv.get("Gres", "(null)")
     evidence = [" ".join(f"{k}={kv.get(k, '?')}" for k in ("NodeName", "State", "Gres", "CPUTot",

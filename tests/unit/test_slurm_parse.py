@@ -109,7 +109,7 @@ def test_scontrol_name_with_spaces_and_equals(rec):
     assert st.name == "my job a=b  two"  # the "a=" inside is not a key; the double blank stays
     assert st.state == "COMPLETED" and st.nodes == "node1"
     assert st.stdout == f"/tmp/fx/my job a=b  two-{rec.jobs['spaces']}.out"
-    kv = slurm._kv(line, job=True)
+    kv = slurm.parse_kv(line, job=True)
     assert "a" not in kv and kv["UserId"] == "root(0)" and kv["WorkDir"] == "/src/hpcjobs"
 
 
@@ -156,7 +156,7 @@ def test_scontrol_all_jobs(rec):
 
 
 def test_kv_keeps_values_exact(rec):
-    kv = slurm._kv(rec.out("scontrol_show_job_timeout"), job=True)
+    kv = slurm.parse_kv(rec.out("scontrol_show_job_timeout"), job=True)
     assert kv["JobState"] == "TIMEOUT" and kv["RunTime"] == "00:01:27"
     assert kv["AllocNode:Sid"].endswith(":0") and kv["ReqB:S:C:T"] == "0:0:*:*"
     assert kv["CPUs/Task"] == "1" and kv["StdIn"] == "/dev/null"
@@ -167,17 +167,17 @@ def test_kv_keeps_values_exact(rec):
         assert "Power" not in kv and kv["ReqTRES"].startswith("cpu=1,mem=5968M")
     # Every key of both versions is one the parser knows (a free-text value ends at them).
     for line in rec.out("scontrol_show_job_all").splitlines():
-        assert set(slurm._kv(line, job=True)) <= slurm.JOB_KEYS, line[:80]
+        assert set(slurm.parse_kv(line, job=True)) <= slurm.JOB_KEYS, line[:80]
 
 
 def test_kv_free_text_ends_only_at_known_keys():
     line = ("JobId=7 JobName=x Partition=y UserId=u(1) GroupId=g(1) JobState=RUNNING "
             "WorkDir=/data/run LR=0.1 StdOut=/data/run LR=0.1/out.txt Power=")
-    kv = slurm._kv(line, job=True)
+    kv = slurm.parse_kv(line, job=True)
     assert kv["JobName"] == "x Partition=y" and kv["WorkDir"] == "/data/run LR=0.1"
     assert kv["StdOut"] == "/data/run LR=0.1/out.txt" and kv["Power"] == ""
     # Without job=True (doctor's node lines) every capitalised key counts.
-    assert slurm._kv("NodeName=node1 State=IDLE Reason=x y [root@2024]")["Reason"] == "x y [root@2024]"
+    assert slurm.parse_kv("NodeName=node1 State=IDLE Reason=x y [root@2024]")["Reason"] == "x y [root@2024]"
 
 
 # --- squeue --noheader --array -o SQUEUE_FORMAT ----------------------------------------------
