@@ -640,3 +640,60 @@ def nodes(hostlist_text: str) -> list[NodeInfo]:
     if not hostlist_text:
         return []
     return parse_nodes(run(["scontrol", "show", "node", "-o", hostlist_text]).stdout)
+
+
+# --- what one job array may be (hpcjobs/arrays.py splits larger ones) -----------------------
+
+@dataclass(frozen=True)
+class ArrayLimits:
+    """The controller's limits on one job array, from ``scontrol show config``.
+
+    ``max_array_size``: task ids run from 0 to MaxArraySize - 1 (0: arrays disabled).
+    ``max_array_tasks``: at most this many tasks in one array (SchedulerParameters
+    max_array_tasks=, else MaxArraySize). slurmctld also caps the --array text at 4096 bytes
+    (job_mgr.c _test_job_desc_fields). MaxSubmitJobs is an association or QOS limit, not part of
+    the configuration: sacctmgr has it where accounting runs (each task counts, acct_policy.c).
+    """
+
+    max_array_size: int = 1001
+    max_array_tasks: int = 1001
+    max_job_count: int | None = None  # MaxJobCount: job records slurmctld keeps at once
+
+    SPEC_MAX = 4096
+
+
+def parse_array_limits(text: str) -> ArrayLimits:
+    """The limits from ``scontrol show config`` text (22.05 and 24.11 print the same lines);
+    Slurm's defaults where a line is missing."""
+    def value(key: str) -> str | None:
+        m = re.search(rf"^{key}\s*=\s*(\S+)", text or "", re.M)
+        return m.group(1) if m else None
+
+    size = value("MaxArraySize")
+    size_n = int(size) if size and size.isdigit() else 1001
+    tasks_n = size_n
+    m = re.search(r"\bmax_array_tasks=(\d+)", value("SchedulerParameters") or "")
+    if m:
+        tasks_n = min(size_n, int(m.group(1)))
+    count = value("MaxJobCount")
+    return ArrayLimits(size_n, tasks_n, int(count) if count and count.isdigit() else None)
+
+
+_array_limits: ArrayLimits | None = None
+
+
+def array_limits() -> ArrayLimits:
+    """The live controller's array limits: one ``scontrol show config`` per process (they
+    change only when an administrator reconfigures). Note: slurmctld reads MaxArraySize once at
+    its start, so after `scontrol reconfigure` the value shown may be smaller or larger than the
+    one enforced until the controller restarts; max_array_tasks is re-read at once."""
+    global _array_limits
+    if _array_limits is None:
+        _array_limits = parse_array_limits(run(["scontrol", "show", "config"]).stdout)
+    return _array_limits
+
+
+def release(job_ids: list[str]) -> None:
+    """``scontrol release``: let held jobs (sbatch --hold) be scheduled."""
+    if job_ids:
+        run(["scontrol", "release", ",".join(job_ids)])

@@ -26,7 +26,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("planner", ("hpcjobs.planner",)),
     ("kinds", ("hpcjobs.kinds",)),
     ("prepare and render", ("hpcjobs.prepared", "hpcjobs.rendering")),
-    ("services", ("hpcjobs.watch", "hpcjobs.doctor", "hpcjobs.sandbox", "hpcjobs.report")),
+    ("services", ("hpcjobs.watch", "hpcjobs.doctor", "hpcjobs.sandbox", "hpcjobs.report",
+                  "hpcjobs.arrays", "hpcjobs.attempts")),
     ("api", ("hpcjobs.api", "hpcjobs.triage", "hpcjobs.retry")),
     ("cli", ("hpcjobs.cli", "hpcjobs.__main__")),
 ]
