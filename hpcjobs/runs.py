@@ -71,6 +71,19 @@ class Run:
     def job_id(self) -> str | None:
         return self.meta().get("job_id")
 
+    # A retry chain (hpcjobs/attempts.py, docs/retry.md) lives in its first record's
+    # attempts.json: a file of its own, because the job that decides a retry writes it from a
+    # compute node while watchers may be writing meta.json ("final") at the same time.
+    def attempts(self) -> dict:
+        """The retry chain this record heads ({} for a job submitted without --retry)."""
+        try:
+            return json.loads((self.path / "attempts.json").read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def write_attempts(self, data: dict) -> None:
+        atomic_write(self.path / "attempts.json", json.dumps(data, indent=2, sort_keys=True) + "\n")
+
 
 def new_run_path(kind: str) -> Path:
     """The path a new record will get (not created): output paths in the script point here."""

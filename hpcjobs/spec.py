@@ -40,6 +40,9 @@ MONITOR_INTERVAL_RANGE = (0.5, 3600.0)
 ON_BAD_NODE = ("fail", "exclude")
 FABRIC_CHECKS = ("fail", "warn")
 BAD_NODE_RETRIES_MAX = 10
+# --retry N: resubmissions with the request adjusted (hpcjobs/retry.py, docs/retry.md).
+RETRY_MAX = 10
+RETRY_FACTOR_RANGE = (1.1, 10.0)
 @dataclass(frozen=True)
 class ArraySpec:
     """A job array as Slurm reads ``--array``: its task indices (sorted, each once) and the
@@ -139,6 +142,11 @@ class JobSpec:
     on_bad_node: str = "fail"  # fail | exclude: see ON_BAD_NODE
     fabric_check: str = "fail"  # fail | warn: NCCL on sockets where the profile says IB/RoCE
     bad_node_retries: int = 2  # requeues with the bad nodes excluded (on_bad_node=exclude)
+    # Retries that change the request (docs/retry.md): at most N new jobs, each after a failure
+    # whose cause a rule knows; --time and --mem grow by these factors.
+    retry: int = 0
+    retry_time_factor: float = 2.0
+    retry_mem_factor: float = 2.0
     options: dict = field(default_factory=dict)  # kind-specific options
 
     def to_dict(self) -> dict:
@@ -313,6 +321,7 @@ def validate(spec: JobSpec, cluster: Cluster, *, default_gpus: int | None = None
                            f"use --signal-seconds {max(1, limit // 2)} or a longer --time")
     _hang_timeout(s, cluster, limit)
     _preflight(s, cluster)
+    _retry(s)
     return s
 
 
@@ -621,6 +630,23 @@ def _hms(seconds: int) -> str:
     h, rest = divmod(rest, 3600)
     text = f"{h:02d}:{rest // 60:02d}:{rest % 60:02d}"
     return f"{d}-{text}" if d else text
+
+
+def _retry(s: JobSpec) -> None:
+    """--retry and the factors of its rules (hpcjobs/retry.py applies them)."""
+    if not 0 <= s.retry <= RETRY_MAX:
+        raise BadInput("--retry", f"must be between 0 and {RETRY_MAX}, got {s.retry}",
+                       "e.g. --retry 3")
+    lo, hi = RETRY_FACTOR_RANGE
+    for name, value in (("--retry-time-factor", s.retry_time_factor),
+                        ("--retry-mem-factor", s.retry_mem_factor)):
+        if not lo <= value <= hi:
+            raise BadInput(name, f"must be between {lo:g} and {hi:g}, got {value:g}",
+                           f"e.g. {name} 2")
+    if s.retry and s.array:
+        raise BadInput("--retry", "not with --array: a failed array task would need a retry of "
+                       "its own, which hpcjobs does not do", "drop --retry, or submit the failed "
+                       "tasks again as an array of their own")
 
 
 def _preflight(s: JobSpec, cluster: Cluster) -> None:
