@@ -35,6 +35,7 @@ __all__ = [
     "Prepared",
     "Run",
     "Submission",
+    "attempts",
     "cancel",
     "describe",
     "describe_end",
@@ -65,6 +66,8 @@ class Submission:
     job_id: str | None  # None for a dry run
     run: Run | None
     rendered: Rendered
+    follower: str | None = None  # --retry: the job that decides a retry if this one fails
+    array: object | None = None  # an array split into chunks: its hpcjobs.arrays.Plan
 
 
 def prepare(spec: JobSpec, cluster: Cluster | None = None) -> Prepared:
@@ -97,10 +100,15 @@ def render(job: JobSpec | Prepared, cluster: Cluster | None = None, *, direct: b
     return materialize(job)
 
 
-def submit(job: JobSpec | Prepared, cluster: Cluster | None = None, *, dry_run: bool = False) -> Submission:
+def submit(job: JobSpec | Prepared, cluster: Cluster | None = None, *, dry_run: bool = False,
+           retry_of: str | None = None) -> Submission:
     """Render, record and submit a job (a spec, or what :func:`prepare` returned).
 
-    Nothing is written unless sbatch accepts the job.
+    Nothing is written unless sbatch accepts the job. An array larger than Slurm's limits
+    (MaxArraySize, max_array_tasks, read from ``scontrol show config``) goes in as several
+    Slurm arrays under one logical id (hpcjobs/arrays.py). With ``spec.retry`` the job is
+    submitted held, its follower queued (hpcjobs/attempts.py), then released. ``retry_of``: the
+    first job of the retry chain this submission continues (hpcjobs.retry passes it).
     """
     if not isinstance(job, Prepared):
         job = prepare(job, cluster)
@@ -127,15 +135,106 @@ def submit(job: JobSpec | Prepared, cluster: Cluster | None = None, *, dry_run: 
     # The plan as submitted: `hpcjobs report` sets the job's peak memory against it.
     plan_file = {"plan.json": json.dumps(job.plan.to_dict(), indent=2) + "\n"} if job.plan else {}
     run = runs.create(run_path, rendered.script, s.to_dict(), {**rendered.files, **plan_file}, meta)
+    from hpcjobs import arrays
+
+    split = None
     try:
-        extra = [f"--export=ALL,{','.join(s.env_pass)}"] if s.env_pass else []
-        job_id = slurm.sbatch(str(run.script), extra=extra, cwd=s.chdir)
+        if s.array:
+            split = arrays.plan(s.array, slurm.array_limits())
+        if split is not None:
+            ids = arrays.submit(str(run.script), split, export=list(s.env_pass),
+                                dependency=_dependency(s), cwd=s.chdir)
+            job_id = ids[0]
+        else:
+            # An array's tasks are told offset 0, stride 1 (arrays.export_of): values the
+            # submitting shell inherited from a task of another array must not count.
+            items = [*s.env_pass, *(arrays.export_of(None) if s.array else [])]
+            extra = [f"--export=ALL,{','.join(items)}"] if items else []
+            job_id = slurm.sbatch(str(run.script), extra=extra + (["--hold"] if s.retry else []),
+                                  cwd=s.chdir)
+            ids = [job_id]
     except BaseException:
         runs.discard(run)
         raise
-    run.update_meta(job_id=job_id, submitted=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    runs.link_job(run, job_id)
-    return Submission(job_id, run, rendered)
+    run.update_meta(job_id=job_id, submitted=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    **({"array": split.to_dict()} if split else {}))
+    for jid in ids:
+        runs.link_job(run, jid)
+    follower = None
+    if s.retry:
+        from hpcjobs import attempts
+
+        try:
+            follower = attempts.start(run, job_id, s, retry_of=retry_of, cwd=s.chdir)
+        except BaseException:
+            slurm.scancel([job_id])  # held: it never ran
+            runs.discard(run)
+            raise
+    return Submission(job_id, run, rendered, follower, split)
+
+
+def _dependency(s: JobSpec) -> str | None:
+    from hpcjobs.spec import dependency
+
+    return dependency(s)
+
+
+def attempts(job_id: str) -> list:
+    """The attempts of the retry chain ``job_id`` heads (``submit --retry``), from its record
+    (no Slurm call): [hpcjobs.attempts.Attempt], [] for any other job. Each ended attempt has
+    how it ended, the cause, the decision and what changed; the last one's state is
+    ``status(job_id)``'s."""
+    from hpcjobs import attempts as chains
+
+    run = runs.find(job_id) if "_" not in job_id else None
+    return chains.chain_of(run) if run is not None and run.job_id == job_id else []
+
+
+def _views(job_ids: list[str]) -> dict:
+    """{id: its logical view} for the ids that stand for several Slurm jobs: a split array
+    (hpcjobs.arrays.LogicalArray) or a retry chain (hpcjobs.attempts.Chain)."""
+    from hpcjobs import arrays, attempts as chains
+
+    out = {}
+    recorded = runs.recorded_ids()
+    for jid in job_ids:
+        if jid.split("_")[0] not in recorded:
+            continue
+        run = runs.find(jid)
+        v = arrays.view(run, jid) or chains.view(run, jid)
+        if v is not None:
+            out[jid] = v
+    return out
+
+
+def _lookup(job_ids: list[str], views: dict | None = None,
+            raw: dict | None = None) -> dict[str, JobStatus]:
+    """hpcjobs.watch.lookup with the logical ids folded in: still one squeue (then one sacct)
+    for every Slurm job behind them; a split array's chunks, a retry chain's attempts and
+    follower. Plain ids as watch.lookup gives them (the record's end when Slurm forgot).
+    ``raw``, when given, receives Slurm's statuses of the jobs behind the logical ids."""
+    from hpcjobs import watch
+
+    views = _views(job_ids) if views is None else views
+    if not views:
+        return watch.lookup(job_ids)
+    ask = []
+    for jid in job_ids:
+        ask += views[jid].ask if jid in views else [jid]
+    found = watch.lookup(list(dict.fromkeys(ask)), records=False)
+    if raw is not None:
+        raw.update(found)
+    out = {}
+    for jid in job_ids:
+        v = views.get(jid)
+        if v is None:
+            st = found[jid]
+            out[jid] = (watch.from_record(jid) or st) if st.state == "UNKNOWN" else st
+            continue
+        out[jid] = v.fold(found)
+        if hasattr(v, "keep"):
+            v.keep(found)
+    return out
 
 
 def status(job_ids: list[str] | None = None, *, limit: int = 20, states: list[str] | None = None,
@@ -154,10 +253,11 @@ def status(job_ids: list[str] | None = None, *, limit: int = 20, states: list[st
     _kind_filter(kind)
     if job_ids:
         ids = watch.check_ids(list(job_ids))
-        found = watch.lookup(ids)
+        found = _lookup(ids)
         rows = [(found[j], runs.find(j)) for j in ids]
     else:
-        recorded = [r for r in runs.all_runs() if r.job_id]
+        # A retry's own record shows under the chain's first id (its "retry_of").
+        recorded = [r for r in runs.all_runs() if r.job_id and not r.meta().get("retry_of")]
         if limit and not (wanted or kind):
             recorded = recorded[-limit:]
         rows, ask = [], []
@@ -167,7 +267,7 @@ def status(job_ids: list[str] | None = None, *, limit: int = 20, states: list[st
                 rows.append((JobStatus.from_dict({**final, "source": "record"}), r))
             else:
                 ask.append(r)
-        found = watch.lookup([r.job_id for r in ask]) if ask else {}
+        found = _lookup([r.job_id for r in ask]) if ask else {}
         rows += [(found[r.job_id], r) for r in ask]
         rows.sort(key=lambda x: _id_key(x[0].job_id))
     for st, r in rows:
@@ -205,7 +305,32 @@ def queue(user: str | None = None, *, states: list[str] | None = None, kind: str
     for item in order:
         st = watch.combine(item, arrays[item]) if isinstance(item, str) else item
         rows.append((st, runs.find(st.job_id) if recorded and st.job_id in recorded else None))
+    if recorded and arrays:
+        rows = _fold_chunks(rows)
     return _filtered(rows, wanted, kind, expand)
+
+
+def _fold_chunks(rows):
+    """The chunks of a split array as one row under its logical id, its tasks by logical index
+    (hpcjobs/arrays.py); other rows as they are. Reads only the records of recorded arrays."""
+    from hpcjobs import arrays as split, watch
+
+    out, at = [], {}
+    for st, run in rows:
+        data = run.meta().get("array") if run is not None and st.tasks else None
+        if not data:
+            out.append((st, run))
+            continue
+        p = split.Plan.from_dict(data)
+        first = run.job_id
+        tasks = [replace(t, job_id=p.logical_id(t.job_id)) for t in st.tasks]
+        if first in at:
+            i = at[first]
+            out[i] = (watch.combine(first, [*out[i][0].tasks, *tasks]), run)
+        else:
+            at[first] = len(out)
+            out.append((watch.combine(first, tasks), run))
+    return out
 
 
 def _id_key(job_id: str) -> tuple[int, int]:
@@ -249,7 +374,8 @@ def _filtered(rows, wanted: set[str], kind: str | None, expand: bool):
 def _keep_final(st: JobStatus, run: Run | None) -> None:
     """Write a job's end into its record once seen (Slurm forgets jobs after MinJobAge, and
     a cluster may have no accounting): a job id, never one task's status, and not twice."""
-    if run is not None and st.done and "_" not in st.job_id and st.source != "record":
+    if run is not None and st.done and "_" not in st.job_id and st.source != "record" and \
+            run.job_id == st.job_id:  # not a chunk of a split array or a later retry
         run.update_meta(final=st.to_dict())
 
 
@@ -307,7 +433,10 @@ def watch_jobs(job_ids: list[str], *, timeout: float | None = None, poll: float 
     ids = watch.check_ids(list(job_ids))
     backoff = watch.Backoff(first=poll, cap=max_poll)
     first = True
-    for p in watch.watch(ids, timeout=timeout, backoff=backoff, on_tick=on_tick, tick=tick):
+    # A retry chain's first id is watched until its last attempt ends (the attempts are read
+    # again at every poll: a follower adds them); a split array's id, until all its chunks end.
+    for p in watch.watch(ids, fetch=_lookup, timeout=timeout, backoff=backoff, on_tick=on_tick,
+                         tick=tick):
         if first:
             lost = [j for j in ids if watch.unknown(p.statuses[j])]
             if lost:
@@ -397,7 +526,9 @@ def cancel(job_ids: list[str]) -> list[Cancelled]:
     from hpcjobs import watch
 
     ids = watch.check_ids(list(job_ids))
-    found = watch.lookup(ids)
+    views = _views(ids)
+    raw: dict[str, JobStatus] = {}
+    found = _lookup(ids, views, raw)
     result: dict[str, Cancelled] = {}
     live = []
     for jid in ids:
@@ -408,9 +539,26 @@ def cancel(job_ids: list[str]) -> list[Cancelled]:
             result[jid] = Cancelled(jid, "ended", st)
         else:
             live.append(jid)
-    refused = slurm.scancel(live)
+    # A logical id's Slurm jobs go in rounds (a split array's waiting chunks, a chain's
+    # follower first), so that none starts when the one before it is cancelled; the plain ids
+    # go with the last round, one scancel as before.
+    rounds: list[list[str]] = []
+    members: dict[str, list[str]] = {}
     for jid in live:
-        why = refused.get(jid)
+        if jid in views:
+            order = views[jid].cancel_order(raw)
+            members[jid] = [m for r in order for m in r]
+            for i, r in enumerate(order):
+                while len(rounds) <= i:
+                    rounds.append([])
+                rounds[i] += r
+    rounds = rounds or [[]]
+    rounds[-1] += [j for j in live if j not in views]
+    refused: dict[str, str] = {}
+    for r in rounds:
+        refused.update(slurm.scancel(r))
+    for jid in live:
+        why = refused.get(jid) or next((refused[m] for m in members.get(jid, ()) if m in refused), None)
         result[jid] = Cancelled(jid, "refused" if why else "cancelled", found[jid], why or "")
     return [result[j] for j in ids]
 
@@ -422,6 +570,7 @@ class Output:
     job_id: str
     path: Path
     status: JobStatus | None = None  # what Slurm (or the record) says of it, when asked
+    attempt: int | None = None  # a retry chain's: which attempt (its job id is ``job_id``)
 
 
 def outputs(job_id: str, *, with_status: bool = True) -> list[Output]:
@@ -434,9 +583,17 @@ def outputs(job_id: str, *, with_status: bool = True) -> list[Output]:
     from hpcjobs.errors import SlurmError
 
     (jid,) = watch.check_ids([job_id])
-    st = watch.lookup([jid])[jid] if with_status else None
+    views = _views([jid])
+    st = _lookup([jid], views)[jid] if with_status else None
     tasks = st.tasks if st is not None else []
     run = runs.find(jid)
+    if jid in views:
+        v = views[jid]
+        if hasattr(v, "attempts"):  # a retry chain: each attempt's output, in order
+            return [Output(j, p, st if j == v.last.job_id else a.status(), n)
+                    for (j, p, n), a in zip(v.outputs(), v.attempts)]
+        out_dir = Path(run.spec().get("output_dir") or str(run.path))
+        return [Output(j, p, t) for j, p, t in v.outputs(out_dir, st)]
     if run is not None:
         spec = run.spec()
         out_dir = Path(spec.get("output_dir") or str(run.path))
@@ -471,6 +628,8 @@ def logs(job_id: str) -> Path:
     """Path of the standard output file of a job or of one array task ("12_3"); for an
     array's own id, see :func:`outputs`."""
     files = outputs(job_id, with_status=False)
+    if files and files[-1].attempt is not None:  # a retry chain: its last attempt's
+        return files[-1].path
     if len(files) != 1 or files[0].job_id != job_id:
         raise BadInput("JOBID", f"{job_id} is a job array of {len(files)} tasks",
                        f"name one task (e.g. {files[0].job_id if files else job_id + '_0'}), "

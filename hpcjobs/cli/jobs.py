@@ -31,8 +31,9 @@ def common_options() -> list[click.Option]:
                  help="Pass a variable of this environment by name; its value is never written."),
     click.Option(["--output-dir"], metavar="DIR",
                  help="Where slurm-<jobid>.out goes (default: the run record's directory)."),
-    click.Option(["--array"], metavar="SPEC", help="Job array, e.g. 0-15 or 0-99%10; each task "
-                                                    "sees SLURM_ARRAY_TASK_ID."),
+    click.Option(["--array"], metavar="SPEC", help="Job array, e.g. 0-15 or 0-99%10, of any size "
+                 "(split into several Slurm arrays past MaxArraySize, the throttle held across "
+                 "them); each task sees its index as HPCJOBS_ARRAY_INDEX."),
     click.Option(["--after"], multiple=True, metavar="JOBID[:STATE]",
                  help="Start after that job: STATE ok (default), any, notok, start, corr."),
     click.Option(["--signal"], default="USR2", show_default=True,
@@ -65,6 +66,17 @@ def common_options() -> list[click.Option]:
                  help="Hang sentinel: no progress (heartbeat, output, NCCL) for this long, e.g. 30m: "
                       "every rank's stacks into the record, then the job is stopped (requeued with "
                       "--requeue). Default: the profile's, else off (0)."),
+    click.Option(["--retry"], type=int, default=0, show_default=True, metavar="N",
+                 help="Resubmit at most N times after a failure whose cause a rule knows, with "
+                      "the request adjusted: TIMEOUT -> longer --time, NODE_FAIL or a bad node -> "
+                      "--exclude it, out of memory -> more --mem, NCCL timeout or hang -> as is, "
+                      "once; other causes are not retried (docs/retry.md)."),
+    click.Option(["--retry-time-factor"], type=float, default=2.0, show_default=True,
+                 metavar="F", help="With --retry: a TIMEOUT's next --time is F times longer "
+                                   "(capped at the partition's MaxTime)."),
+    click.Option(["--retry-mem-factor"], type=float, default=2.0, show_default=True,
+                 metavar="F", help="With --retry: an out-of-memory's next --mem is F times more "
+                                   "(capped by the nodes' RealMemory)."),
     click.Option(["--chdir"], metavar="DIR", help="Working directory of the job."),
     click.Option(["--python"], metavar="PATH",
                  help="Interpreter the job uses (default: the one running hpcjobs)."),
@@ -174,6 +186,7 @@ class KindCommand(click.Command):
 # The preflight's options (docs/runtime-checks.md).
 _SPEC_KEYS |= {"preflight", "on_bad_node", "bad_node_retries", "fabric_check"}
 _SPEC_KEYS |= {"monitor", "monitor_interval"}  # the monitor beside the job (docs/report.md)
+_SPEC_KEYS |= {"retry", "retry_time_factor", "retry_mem_factor"}  # docs/retry.md
 
 
 class KindGroup(click.Group):
@@ -265,9 +278,18 @@ def do_submit(ctx, kind, kw):
         click.echo(sub.rendered.script, nl=False)
         return
     if as_json:
-        click.echo(json.dumps({"job_id": sub.job_id, "run_dir": str(sub.run.path)}))
+        extra = {"retry_follower": sub.follower} if spec.retry else {}
+        if sub.array is not None:
+            extra["array_chunks"] = sub.array.job_ids
+        click.echo(json.dumps({"job_id": sub.job_id, "run_dir": str(sub.run.path), **extra}))
     else:
         click.echo(f"Submitted batch job {sub.job_id} (record: {sub.run.path})")
+        if sub.array is not None:
+            click.echo(f"  {sub.array.describe()}")
+        if spec.retry:
+            click.echo(f"  retry: up to {spec.retry} resubmission(s) with the request adjusted; "
+                       f"job {sub.follower} decides if this one fails (hpcjobs status "
+                       f"{sub.job_id} shows the chain)")
     if follow:
         from hpcjobs.cli.watch import follow_job
 

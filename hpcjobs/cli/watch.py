@@ -53,7 +53,10 @@ class Progress:
             if c.new.done or c.new.state == "UNKNOWN":
                 self.end(c.new)
             elif not self.tty and c.new.state != "COMPLETING":  # a moment before the end
-                click.echo(f"job {c.job_id}: {api.describe(c.new)}  +{_dur(c.at)}", err=True)
+                text = api.describe(c.new)
+                if c.new.reason.startswith("attempt ") and c.new.reason not in text:
+                    text += f" ({c.new.reason})"  # a retry chain's next attempt runs
+                click.echo(f"job {c.job_id}: {text}  +{_dur(c.at)}", err=True)
         self.tick(p.at)
 
     def tick(self, at: float) -> None:
@@ -87,6 +90,8 @@ class Progress:
         self.ended.add(st.job_id)
         self.clear()
         click.echo(api.describe_end(st), err=st.state != "COMPLETED")
+        for line in chain_lines(st.job_id, st):  # a retry chain: each attempt, each decision
+            click.echo(line, err=st.state != "COMPLETED")
 
     def still_running(self, job_ids: list[str], why: str, submitted: bool = False) -> None:
         """What to say when watching stops before the jobs ended (Ctrl-C, --timeout)."""
@@ -146,6 +151,14 @@ class Streams:
                 self._write(f, api.read_output(f.path, tail_lines=tail))
             self.pos[f.job_id] = (api.output_size(f.path) or 0) if tail is not None else 0
 
+    def add(self, files) -> None:
+        """Files that appeared since (an array's later tasks, a retry chain's next attempt)."""
+        known = {f.job_id for f in self.files}
+        for f in files:
+            if f.job_id not in known:
+                self.files.append(f)
+                self.pos[f.job_id] = 0
+
     def drain(self, *_ignored) -> None:
         from hpcjobs import api
 
@@ -176,6 +189,7 @@ def follow_job(job_id: str, tail: int | None = None, submitted: bool = False) ->
     try:
         for p in api.watch_jobs([job_id], on_tick=streams.drain, tick=0.5):
             last = p
+            streams.add(api.outputs(job_id, with_status=False))  # files only, no Slurm call
             streams.drain()
             if p.done or p.timed_out:
                 import time
@@ -189,15 +203,80 @@ def follow_job(job_id: str, tail: int | None = None, submitted: bool = False) ->
     return 0 if last.statuses[job_id].state == "COMPLETED" else 1
 
 
+def chain_lines(job_id: str, last=None) -> list[str]:
+    """A retry chain in words, one line per attempt (`submit --retry`, docs/retry.md); [] for
+    any other job. From the record (and ``last``, the chain's status: its last attempt's)."""
+    from hpcjobs import api
+
+    chain = api.attempts(job_id)
+    if not chain or (len(chain) == 1 and not chain[0].decision):
+        return []
+    lines = []
+    for a in chain:
+        end = a.ended.get("state") if a.ended else None
+        if end is None and a is chain[-1] and last is not None and last.done:
+            end = last.state
+        text = f"  attempt {a.attempt}: job {a.job_id}" + (f" ended {end}" if end else "")
+        if a.cause_text and a.cause_text not in a.message:
+            text += f" ({a.cause_text})"
+        if a.message:
+            text += f"; {a.message}"
+        if a.next:
+            text += f" -> job {a.next}"
+        lines.append(text)
+    return lines
+
+
+def _with_attempts(rows):
+    """Each retry chain's row followed by one row per attempt (the chain's own row has the
+    last attempt's state); the attempts' states are those their followers recorded."""
+    from hpcjobs import api
+    from hpcjobs.slurm import JobStatus
+
+    out = []
+    for st, r in rows:
+        out.append((st, r))
+        chain = api.attempts(st.job_id) if r is not None and "_" not in st.job_id else []
+        if len(chain) < 2 and not (chain and chain[0].decision):
+            continue
+        for i, a in enumerate(chain):
+            last = i == len(chain) - 1
+            sub = a.status() or (st if last else None) or JobStatus(a.job_id, "UNKNOWN")
+            mark = "└" if last else "├"
+            out.append((JobStatus(f"{mark} {a.job_id}", sub.state, reason=_attempt_words(a),
+                                  exit_code=sub.exit_code, elapsed=sub.elapsed,
+                                  nodes=sub.nodes), None))
+    return out
+
+
+def _attempt_words(a) -> str:
+    """ "attempt 1: time_limit: --time 00:01:00 -> 00:02:00 -> job 12" for the status table."""
+    if a.decision == "retry":
+        what = ", ".join(f"--{k.replace('_', '-')} {old or '(none)'} -> {new}"
+                         for k, (old, new) in a.changed.items()) or "resubmitted as it was"
+    elif a.decision == "stop":
+        what = "not retried: " + ("the budget is spent" if "budget" in a.message else
+                                  "cancelled" if "cancelled" in a.message else
+                                  "retrying would not help")
+    else:
+        what = "deciding" if a.ended else ""
+    text = f"attempt {a.attempt}" + (f": {a.cause}" if a.cause else "") + (f": {what}" if what else "")
+    return text + (f" -> job {a.next}" if a.next else "")
+
+
 def _print_task_outputs(job_id: str, files, tail: int | None) -> None:
     from hpcjobs import api
 
     n = len(files)
-    click.echo(f"job {job_id}: array of {n} task{'s' * (n != 1)}")
+    if files and files[0].attempt is not None:
+        click.echo(f"job {job_id}: retry chain of {n} attempt{'s' * (n != 1)}")
+    else:
+        click.echo(f"job {job_id}: array of {n} task{'s' * (n != 1)}")
     for f in files:
         what = api.describe(f.status) if f.status else "state unknown"
         ran = f", ran {_dur(f.status.seconds)}" if f.status and f.status.seconds is not None else ""
-        click.echo(f"==> {f.job_id}: {what}{ran} ({f.path}) <==")
+        name = f"{f.job_id} (attempt {f.attempt})" if f.attempt is not None else f.job_id
+        click.echo(f"==> {name}: {what}{ran} ({f.path}) <==")
         data = api.read_output(f.path, tail_lines=tail)
         if data:
             sys.stdout.buffer.write(data if data.endswith(b"\n") else data + b"\n")
@@ -240,15 +319,32 @@ def status(job_ids, as_json, show_all, queue, states, kind, expand):
                                 "kind": r.meta().get("kind") if r else None,
                                 "endpoint": r.meta().get("endpoint") if r else None,
                                 "transport": r.meta().get("transport") if r else None,
-                                "gpu_util": _gpu_util(st, r)}
+                                "gpu_util": _gpu_util(st, r),
+                                **_logical_json(st, r)}
                                for st, r in rows], indent=2))
     elif rows:
-        click.echo(_table(rows))
+        click.echo(_table(_with_attempts(rows)))
     elif not lost:
         click.echo("no jobs recorded yet (hpcjobs submit ...)" if not (job_ids or queue or states
                                                                        or kind) else "no such jobs")
     if lost:
         raise api.no_such_job(lost)
+
+
+def _logical_json(st, run) -> dict:
+    """A retry chain's attempts and a split array's chunks, for --json (from the record)."""
+    if run is None or "_" in st.job_id:
+        return {}
+    from hpcjobs import api
+
+    out = {}
+    chain = api.attempts(st.job_id)
+    if chain:
+        out["attempts"] = [dict(a.__dict__) for a in chain]
+    arr = run.meta().get("array")
+    if arr and run.job_id == st.job_id:
+        out["array"] = arr
+    return out
 
 
 def _gpu_util(st, run) -> float | None:
