@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -142,8 +143,9 @@ def submit(job: JobSpec | Prepared, cluster: Cluster | None = None, *, dry_run: 
         if s.array:
             split = arrays.plan(s.array, slurm.array_limits())
         if split is not None:
-            ids = arrays.submit(str(run.script), split, export=list(s.env_pass),
-                                dependency=_dependency(s), cwd=s.chdir)
+            ids = arrays.submit(run, split, arrays.Submit(
+                str(run.script), list(s.env_pass), _dependency(s), s.chdir, sys.executable,
+                s.partition, s.account, s.qos))
             job_id = ids[0]
         else:
             # An array's tasks are told offset 0, stride 1 (arrays.export_of): values the

@@ -231,14 +231,6 @@ def _down(states: dict[str, str]) -> set[str]:
     return {n for n, s in states.items() if s.endswith("*") or any(b in s.upper() for b in bad)}
 
 
-def _clean_env() -> None:
-    """A job submitted from inside a job inherits its SLURM_* variables (memory, CPUs, node
-    list) through --export=ALL: keep only SLURM_CONF, as a login shell has it."""
-    for k in list(os.environ):
-        if k.startswith(("SLURM_", "SBATCH_", "SRUN_", "SALLOC_")) and k != "SLURM_CONF":
-            del os.environ[k]
-
-
 def situation(chain_data: dict, attempt_no: int, job_id: str, run: runs.Run) -> tuple[Situation, dict]:
     """What the follower learns about the attempt that ended: Slurm's state (squeue), the cause
     from its output (hpcjobs.triage.classify), the partition and nodes now (scontrol). Returns
@@ -305,7 +297,7 @@ def follow(chain_dir: str, job_id: str) -> int:
     """Decide about attempt ``job_id`` of the chain in ``chain_dir``; resubmit it when a rule
     says so. Prints what it decided (the follower's output, retry-<id>.out in the attempt's
     record) and writes it into the chain. Deciding twice is a no-op."""
-    _clean_env()
+    slurm.clean_job_env()
     chain = runs.Run(Path(chain_dir))
     data = chain.attempts()
     entries = data.get("attempts", [])

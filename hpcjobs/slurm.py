@@ -693,6 +693,18 @@ def array_limits() -> ArrayLimits:
     return _array_limits
 
 
+def clean_job_env() -> None:
+    """For a job that submits jobs (hpcjobs' retry followers, a split array's feeders): drop
+    the SLURM_*, SBATCH_*, SRUN_* and SALLOC_* variables it inherited, SLURM_CONF aside, so that
+    what it submits is submitted as from a login shell (through --export=ALL they would reach
+    the new job: its memory, CPUs, node list)."""
+    import os
+
+    for k in list(os.environ):
+        if k.startswith(("SLURM_", "SBATCH_", "SRUN_", "SALLOC_")) and k != "SLURM_CONF":
+            del os.environ[k]
+
+
 def release(job_ids: list[str]) -> None:
     """``scontrol release``: let held jobs (sbatch --hold) be scheduled."""
     if job_ids:

@@ -279,8 +279,9 @@ def do_submit(ctx, kind, kw):
         return
     if as_json:
         extra = {"retry_follower": sub.follower} if spec.retry else {}
-        if sub.array is not None:
+        if sub.array is not None:  # the chunks queued now (feeders queue the others later)
             extra["array_chunks"] = sub.array.job_ids
+            extra["array_chunk_count"] = len(sub.array.chunks)
         click.echo(json.dumps({"job_id": sub.job_id, "run_dir": str(sub.run.path), **extra}))
     else:
         click.echo(f"Submitted batch job {sub.job_id} (record: {sub.run.path})")

@@ -10,7 +10,9 @@ the window is kept to these tests and the file is restored in ``finally`` (and a
 run, from the backup, if a run was killed before it could).
 
 Each task prints its logical index (HPCJOBS_ARRAY_INDEX), Slurm's SLURM_ARRAY_TASK_ID and its
-job id; the test reads every task's output.
+job id; the test reads every task's output. HPCJOBS_ARRAY_QUEUE=20 keeps at most 20 tasks
+queued (two chunks): the other two chunks are queued by feeder jobs as earlier ones end, as a
+100,000-task array is under Slurm's default MaxJobCount of 10,000.
 """
 
 from __future__ import annotations
@@ -87,7 +89,8 @@ def small_limit(sandbox):
 
 def _submit(runs_env, prog, spec: str, *args: str, env: dict | None = None):
     r = hpcjobs("submit", "mpi", "--nodes", "1", "--array", spec, "--no-monitor", "--json",
-                *args, "--", "python3", str(prog), env={**runs_env, **(env or {})})
+                *args, "--", "python3", str(prog),
+                env={**runs_env, "HPCJOBS_ARRAY_QUEUE": "20", **(env or {})})
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
 
@@ -96,6 +99,19 @@ def _running(ids: list[str]) -> int:
     out = subprocess.run(["squeue", "-h", "-r", "-t", "R,CG", "-j", ",".join(ids), "-o", "%i"],
                          capture_output=True, text=True).stdout
     return len(out.split())
+
+
+def _queued(name: str) -> tuple[int, int]:
+    """(tasks pending or running, chunks) of the jobs called ``name``: what counts against
+    MaxJobCount and MaxSubmitJobs."""
+    out = subprocess.run(["squeue", "-h", "-r", "-t", "PD,R,CG", "-n", name, "-o", "%i"],
+                         capture_output=True, text=True).stdout.split()
+    return len(out), len({x.split("_")[0] for x in out})
+
+
+def _chunks(run_dir: str) -> list[str]:
+    d = Path(run_dir) / "array"
+    return [p.read_text().strip() for p in sorted(d.glob("chunk-*"))]
 
 
 def test_slurm_refuses_the_array_that_hpcjobs_splits(small_limit, shared_tmp):
@@ -110,21 +126,27 @@ def test_35_tasks_run_each_logical_index_once_and_the_throttle_holds(small_limit
     prog = shared_tmp / "task.py"
     prog.write_text(TASK)
     t0 = time.monotonic()
-    sub = _submit(runs_env, prog, "0-34%3", env={"TASK_SECONDS": "1.5"})
-    first, chunks = sub["job_id"], sub["array_chunks"]
-    assert chunks[0] == first and len(chunks) == 4
-    # Sample the number of running tasks of all chunks while the array runs.
-    samples, peak = 0, 0
+    sub = _submit(runs_env, prog, "0-34%3", "--job-name", f"big-{os.getpid()}",
+                  env={"TASK_SECONDS": "1.5"})
+    first = sub["job_id"]
+    assert sub["array_chunks"] == [first, str(int(first) + 1)]  # two queued now, two fed later
+    # Sample the running tasks of all chunks, and what is queued, while the array runs.
+    samples, peak, most_queued = 0, 0, 0
     wait = subprocess.Popen([os.sys.executable, "-m", "hpcjobs", "wait", first],
                             env=runs_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     while wait.poll() is None:
+        chunks = _chunks(sub["run_dir"])
         n = _running(chunks)
-        peak, samples = max(peak, n), samples + 1
+        queued, in_queue = _queued(f"big-{os.getpid()}")
+        peak, samples, most_queued = max(peak, n), samples + 1, max(most_queued, queued)
         assert n <= 3, f"{n} tasks running at once (throttle 3)"
+        assert queued <= 20 and in_queue <= 2, f"{queued} tasks in {in_queue} chunks queued"
         time.sleep(0.2)
     out, err = wait.communicate()
     took = time.monotonic() - t0
     assert wait.returncode == 0, out + err
+    chunks = _chunks(sub["run_dir"])
+    assert len(chunks) == 4
     assert peak >= 2, f"never more than {peak} running: the chunks did not run the tasks in parallel"
     seen = {}
     for f in Path(sub["run_dir"]).glob("slurm-*_*.out"):
@@ -143,8 +165,10 @@ def test_35_tasks_run_each_logical_index_once_and_the_throttle_holds(small_limit
     assert log.returncode == 0 and "logical=27 task=7" in log.stdout, log.stderr
     allout = hpcjobs("logs", first, env=runs_env)
     assert allout.stdout.count("==> ") == 35 and "array of 35 tasks" in allout.stdout
-    print(f"35 tasks, %3, 4 chunks: {took:.1f} s from submit to the end; {samples} samples, "
-          f"at most {peak} running")
+    feeds = list((Path(sub["run_dir"]) / "array").glob("feed-*.out"))
+    assert len(feeds) == 2 and all("queued as job" in f.read_text() for f in feeds)
+    print(f"35 tasks, %3, 4 chunks (2 fed): {took:.1f} s from submit to the end; {samples} "
+          f"samples, at most {peak} running, at most {most_queued} queued")
 
 
 def test_cancel_stops_every_chunk_and_no_later_chunk_starts(small_limit, runs_env, shared_tmp):
@@ -152,6 +176,8 @@ def test_cancel_stops_every_chunk_and_no_later_chunk_starts(small_limit, runs_en
     prog.write_text(TASK)
     sub = _submit(runs_env, prog, "0-34%3", env={"TASK_SECONDS": "120"})
     first, chunks = sub["job_id"], sub["array_chunks"]
+    feeders = [p.read_text().strip() for p in (Path(sub["run_dir"]) / "array").glob("feeder-*")]
+    assert len(chunks) == 2 and len(feeders) == 2
     run_dir = Path(sub["run_dir"])
 
     def printed() -> list[str]:
@@ -165,11 +191,13 @@ def test_cancel_stops_every_chunk_and_no_later_chunk_starts(small_limit, runs_en
     assert c.returncode == 0 and "cancelled" in c.stdout, c.stderr
     w = hpcjobs("wait", first, "--timeout", "60", env=runs_env)
     assert w.returncode == 1, w.stderr  # ended, not COMPLETED
-    states = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-j", ",".join(chunks), "-o",
-                             "%i %T"], capture_output=True, text=True).stdout.split("\n")
+    states = subprocess.run(["squeue", "-h", "-r", "-t", "all", "-j", ",".join(chunks + feeders),
+                             "-o", "%i %T"], capture_output=True, text=True).stdout.split("\n")
     states = dict(line.split() for line in states if line.strip())
     assert states and set(states.values()) == {"CANCELLED"}, states
     assert sum(1 for k in states if k.startswith(chunks[0] + "_")) == 10
+    assert all(f in states for f in feeders)  # the feeders were cancelled, never ran
+    assert _chunks(sub["run_dir"]) == chunks  # nothing queued after the cancel
     # Only the first chunk's first three tasks ever ran (each wrote its line); no other did.
     started = sorted(p.name for p in run_dir.glob("slurm-*_*.out"))
     assert started == printed() == sorted(f"slurm-{first}_{t}.out" for t in range(3)), started

@@ -4,6 +4,7 @@ tests/integration/test_big_arrays.py)."""
 
 from __future__ import annotations
 
+import json
 import random
 
 import pytest
@@ -110,14 +111,33 @@ def test_arrays_disabled_is_bad_input():
 
 
 def test_plan_is_none_when_slurm_takes_the_array_as_it_is():
-    assert arrays.plan("0-1000%5", ArrayLimits(1001, 1001)) is None
-    p = arrays.plan("0-1001%5", ArrayLimits(1001, 1001))
+    assert arrays.plan("0-1000%5", ArrayLimits(1001, 1001), queue=2500) is None
+    p = arrays.plan("0-1001%5", ArrayLimits(1001, 1001), queue=2500)
     assert p is not None and len(p.chunks) == 2 and p.chained and p.spec_of(p.chunks[1]) == "0%5"
-    assert not arrays.plan("0-1001", ArrayLimits(1001, 1001)).chained  # no throttle to hold
+    assert p.window == 0  # 1002 tasks may all be queued at once
+    assert not arrays.plan("0-1001", ArrayLimits(1001, 1001), queue=2500).chained
+
+
+def test_more_tasks_than_may_be_queued_are_fed_a_window_at_a_time():
+    # The issue's 0-99999 under Slurm's default MaxJobCount 10000 (a quarter of it queued).
+    lim = ArrayLimits(1001, 1001, 10000)
+    assert arrays.queue_limit(lim) == 2500
+    p = arrays.plan("0-99999%10", lim)
+    assert len(p.chunks) == 100 and p.window == 2 and p.chained  # the running chunk, the next
+    p = arrays.plan("0-99999", lim)
+    assert len(p.chunks) == 100 and p.window == 2 and not p.chained  # 2 x 1001 <= 2500
+    p = arrays.plan("0-34%3", ArrayLimits(1001, 1001), queue=12)
+    assert [c.count for c in p.chunks] == [6] * 5 + [5] and p.window == 2  # two chunks <= 12
+    assert arrays.plan("0-34", ArrayLimits(1001, 1001), queue=12).window == 1
+
+
+def test_the_queue_limit_can_be_set(monkeypatch):
+    monkeypatch.setenv(arrays.QUEUE_ENV, "500")
+    assert arrays.queue_limit(ArrayLimits(1001, 1001, 10000)) == 500
 
 
 def _plan() -> arrays.Plan:
-    p = arrays.plan("0-34%3", ArrayLimits(10, 10))
+    p = arrays.plan("0-34%3", ArrayLimits(10, 10), queue=2500)
     p.chunks = [arrays.Chunk(c.offset, c.stride, c.tasks, str(100 + k)) for k, c in enumerate(p.chunks)]
     return p
 
@@ -126,8 +146,8 @@ def test_logical_ids_map_both_ways():
     p = _plan()
     assert p.logical_id("101_3") == "100_13" and p.logical_id("103_4") == "100_34"
     assert p.logical_id("102_[0-9]") == "100_[20-29]" and p.logical_id("999_1") == "999_1"
-    c, t = p.locate(27)
-    assert (c.job_id, t) == ("102", 7)
+    k, t = p.locate(27)
+    assert (p.chunks[k].job_id, t) == ("102", 7)
     assert p.locate(35) is None
     d = arrays.Plan.from_dict(p.to_dict())
     assert [(c.job_id, c.offset, c.tasks) for c in d.chunks] == \
@@ -162,26 +182,108 @@ def test_export_tells_each_chunk_its_offset_and_stride():
         ["HPCJOBS_ARRAY_OFFSET=2002", "HPCJOBS_ARRAY_STRIDE=3"]
 
 
-def test_submit_chains_the_chunks_and_undoes_a_partial_submission(monkeypatch):
-    from hpcjobs import slurm
-    from hpcjobs.errors import SlurmError
+class FakeSlurm:
+    """sbatch and scancel replaced (exact-text unit test): job ids from 500 up, every call
+    kept; the n-th sbatch may be refused with Slurm's message."""
 
-    calls, cancelled = [], []
+    def __init__(self, monkeypatch, refuse: int | None = None):
+        from hpcjobs import slurm
 
-    def sbatch(script, extra=(), cwd=None, env=None):
-        calls.append(list(extra))
-        if len(calls) == 3:
+        self.calls, self.cancelled, self.refuse = [], [], refuse
+        monkeypatch.setattr(slurm, "sbatch", self.sbatch)
+        monkeypatch.setattr(slurm, "run", self.run)
+        monkeypatch.setattr(slurm, "scancel", lambda ids, signal=None: self.cancelled.extend(ids) or {})
+
+    def _next(self, argv):
+        from hpcjobs.errors import SlurmError
+
+        self.calls.append(list(argv))
+        if len(self.calls) == self.refuse:
             raise SlurmError("sbatch: error: Batch job submission failed: Job violates "
                              "accounting/QOS policy (job submit limit, user's size and/or time limits)")
-        return str(500 + len(calls))
+        return str(500 + len(self.calls))
 
-    monkeypatch.setattr(slurm, "sbatch", sbatch)
-    monkeypatch.setattr(slurm, "scancel", lambda ids, signal=None: cancelled.extend(ids) or {})
-    p = arrays.plan("0-34%3", ArrayLimits(10, 10))
-    with pytest.raises(SlurmError, match="chunk 3 of 4.*2 queued before it were cancelled"):
-        arrays.submit("job.sbatch", p, export=["SECRET"], dependency="afterok:7")
-    assert calls[0] == ["--array=0-9%3", "--export=ALL,SECRET,HPCJOBS_ARRAY_OFFSET=0,"
-                        "HPCJOBS_ARRAY_STRIDE=1", "--dependency=afterok:7"]
-    assert calls[1][-1] == "--dependency=afterok:7,afterany:501"
-    assert "HPCJOBS_ARRAY_OFFSET=10" in calls[1][1]
-    assert cancelled == ["502", "501"]  # last first
+    def sbatch(self, script, extra=(), cwd=None, env=None):
+        return self._next(extra)
+
+    def run(self, argv, **kw):
+        import subprocess
+
+        return subprocess.CompletedProcess(argv, 0, self._next(argv[2:]) + "\n", "")
+
+
+def _record(tmp_path, monkeypatch):
+    from hpcjobs.runs import Run
+
+    monkeypatch.setenv("HPCJOBS_RUNS_DIR", str(tmp_path / "runs"))
+    d = tmp_path / "runs" / "rec"
+    d.mkdir(parents=True)
+    (d / "job.sbatch").write_text("#!/bin/bash\n")
+    return Run(d)
+
+
+def test_submit_chains_the_chunks_and_undoes_a_partial_submission(monkeypatch, tmp_path):
+    from hpcjobs.errors import SlurmError
+
+    fake = FakeSlurm(monkeypatch, refuse=3)
+    run = _record(tmp_path, monkeypatch)
+    p = arrays.plan("0-34%3", ArrayLimits(10, 10), queue=2500)
+    with pytest.raises(SlurmError, match="after 2 of the jobs of array 0-34%3, which were cancelled"):
+        arrays.submit(run, p, arrays.Submit("job.sbatch", ["SECRET"], "afterok:7"))
+    assert fake.calls[0] == ["--array=0-9%3", "--export=ALL,SECRET,HPCJOBS_ARRAY_OFFSET=0,"
+                             "HPCJOBS_ARRAY_STRIDE=1", "--dependency=afterok:7"]
+    assert fake.calls[1][-1] == "--dependency=afterok:7,afterany:501"
+    assert "HPCJOBS_ARRAY_OFFSET=10" in fake.calls[1][1]
+    assert fake.cancelled == ["502", "501"]  # last first
+
+
+def test_a_window_queues_two_chunks_and_feeders_queue_the_rest(monkeypatch, tmp_path):
+    fake = FakeSlurm(monkeypatch)
+    run = _record(tmp_path, monkeypatch)
+    p = arrays.plan("0-34%3", ArrayLimits(10, 10), queue=12)  # 6 chunks of at most 6
+    ids = arrays.submit(run, p, arrays.Submit(str(run.script), cwd=str(tmp_path)))
+    d = run.path / "array"
+    assert ids == ["501", "502"] and (d / "chunk-1").read_text().strip() == "502"
+    # Feeders: F0 after chunk 0; F1 after chunk 1 and F0 (chained: it needs chunk 2's id).
+    f0, f1 = fake.calls[2], fake.calls[3]
+    assert "--dependency=afterany:501" in f0 and f0[-1] == "0"
+    assert "--dependency=afterany:502,afterany:503" in f1 and f1[-1] == "1"
+    assert (d / "feeder-0").read_text().strip() == "503"
+    (run.path / "meta.json").write_text(json.dumps({"job_id": "501", "array": p.to_dict()}))
+    view = arrays.view(run, "501")
+    assert view.ask == ["501", "502", "503", "504"]  # chunks, then the feeders still to run
+    found = {"501": JobStatus("501", "RUNNING", tasks=[JobStatus("501_0", "RUNNING")]),
+             "502": JobStatus("502", "PENDING", tasks=[JobStatus("502_0", "PENDING")]),
+             "503": JobStatus("503", "PENDING"), "504": JobStatus("504", "PENDING")}
+    st = view.fold(found)
+    assert len(st.tasks) == 2 + (35 - 12) and st.state == "RUNNING"  # one task listed per chunk
+    unq = [t for t in st.tasks if "queued by hpcjobs" in t.reason]
+    assert len(unq) == 35 - 12 and unq[0].job_id == "501_12" and "job 503" in unq[0].reason
+    gone = {**found, "503": JobStatus("503", "COMPLETED"), "504": JobStatus("504", "FAILED")}
+    lost = [t for t in view.fold(gone).tasks if t.state == "FAILED"]  # no feeder left
+    assert len(lost) == 35 - 12 and "no feeder job is left" in lost[0].reason
+    # Chunk 0 ended: feeder 0 queues chunk 2 after chunk 1, and feeder 2 after it and F1.
+    assert arrays.feed(str(run.path), 0) == 0
+    assert fake.calls[4][-1] == "--dependency=afterany:502" and (d / "chunk-2").exists()
+    assert "--dependency=afterany:505,afterany:504" in fake.calls[5]
+    assert arrays.feed(str(run.path), 0) == 0 and len(fake.calls) == 6  # a second run: no-op
+    # A cancel marks the record: a feeder queues nothing more.
+    rounds = arrays.view(run, "501").cancel_order(found)
+    assert rounds[0] == ["504", "506"] and (d / "cancel").exists()  # F1, and F2 that F0 queued
+    assert arrays.feed(str(run.path), 1) == 0 and len(fake.calls) == 6
+
+
+def test_a_feeder_that_cannot_queue_ends_the_logical_array(monkeypatch, tmp_path):
+    fake = FakeSlurm(monkeypatch, refuse=4)
+    run = _record(tmp_path, monkeypatch)
+    p = arrays.plan("0-34", ArrayLimits(10, 10), queue=12)  # 4 chunks, one queued at a time
+    assert p.window == 1
+    arrays.submit(run, p, arrays.Submit(str(run.script)))
+    (run.path / "meta.json").write_text(json.dumps({"job_id": "501", "array": p.to_dict()}))
+    assert arrays.feed(str(run.path), 0) == 3  # chunk 2 queued as 503, its feeder refused
+    assert "could not queue the rest" in (run.path / "array" / "error").read_text()
+    view = arrays.view(run, "501")
+    found = {"501": JobStatus("501", "COMPLETED", tasks=[JobStatus(f"501_{t}", "COMPLETED") for t in range(10)])}
+    assert len(fake.calls) == 4
+    st = view.fold(found)
+    assert st.done and st.state == "FAILED" and any("not queued" in t.reason for t in st.tasks)
