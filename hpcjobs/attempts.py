@@ -162,9 +162,13 @@ class Chain:
         recorded = a.status()
         if recorded is not None:
             return recorded
-        # The head's own record "final" is the chain's end: it is the first attempt's only
-        # while the chain has no other.
-        if a.job_id != self.job_id or len(self.attempts) == 1:
+        # The head's record "final" is the chain's end, written once a watcher saw the chain
+        # end: it is the last attempt's (the first's only while the chain has no other).
+        if a is self.last:
+            final = self.run.meta().get("final")
+            if final:
+                return JobStatus.from_dict({**final, "job_id": a.job_id, "source": "record"})
+        if a.job_id != self.job_id:
             kept = watch.from_record(a.job_id)
             if kept is not None:
                 return kept

@@ -199,3 +199,16 @@ def test_a_stopped_chain_ends_with_its_attempt(tmp_path):
                            "ended": {"state": "FAILED", "exit_code": 1}}])
     st = c.fold({"101": JobStatus("101", "RUNNING")})
     assert st.state == "FAILED" and st.exit_code == 1
+
+
+def test_a_chain_slurm_forgot_ends_as_its_record_says(tmp_path):
+    c = _chain(tmp_path, [
+        {"attempt": 1, "job_id": "100", "decision": "retry", "next": "102",
+         "ended": {"state": "TIMEOUT", "exit_code": 0}},
+        {"attempt": 2, "job_id": "102"}])
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    meta["final"] = {"job_id": "100", "state": "COMPLETED", "exit_code": 0}
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    st = c.fold({})  # Slurm holds none of them any more
+    assert (st.job_id, st.state) == ("100", "COMPLETED")
+    assert c.attempt_status(c.attempts[0], {}).state == "TIMEOUT"
