@@ -122,14 +122,19 @@ def start(run: runs.Run, job_id: str, spec, *, retry_of: str | None = None,
     done = data.get("attempts", [])
     n = len(done) + 1
     follower = arm(chain, run, job_id, spec, cwd=cwd) if n - 1 < data["budget"] else None
-    entry = Attempt(n, job_id, str(run.path), follower, time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    if done:
-        done[-1]["next"] = job_id
-    data["attempts"] = [*done, entry.__dict__]
-    chain.write_attempts(data)
-    if retry_of:
-        run.update_meta(retry_of=retry_of, attempt=n)
-    slurm.release([job_id])
+    try:
+        entry = Attempt(n, job_id, str(run.path), follower, time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+        if done:
+            done[-1]["next"] = job_id
+        data["attempts"] = [*done, entry.__dict__]
+        chain.write_attempts(data)
+        if retry_of:
+            run.update_meta(retry_of=retry_of, attempt=n)
+        slurm.release([job_id])
+    except BaseException:
+        if follower:  # before the caller cancels the attempt, which would set it off
+            slurm.scancel([follower])
+        raise
     return follower
 
 
