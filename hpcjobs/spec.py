@@ -33,9 +33,6 @@ DEFAULT_SIGNAL_SECONDS = 120
 # program starts with it ignored unless it asks; the batch script requeues) or program (left at
 # its default for the program's own handler, e.g. Lightning's auto-requeue, which requeues itself).
 SIGNAL_HANDLERS = ("hpcjobs", "program")
-# The monitor's seconds between samples (hpcjobs/runners/monitor.py keeps the same bounds).
-MONITOR_INTERVAL = 5.0
-MONITOR_INTERVAL_RANGE = (0.5, 3600.0)
 # What the preflight does about a bad node: end the job, or requeue it with the node excluded.
 ON_BAD_NODE = ("fail", "exclude")
 FABRIC_CHECKS = ("fail", "warn")
@@ -43,6 +40,11 @@ BAD_NODE_RETRIES_MAX = 10
 # --retry N: resubmissions with the request adjusted (hpcjobs/retry.py, docs/retry.md).
 RETRY_MAX = 10
 RETRY_FACTOR_RANGE = (1.1, 10.0)
+# The monitor's seconds between samples (hpcjobs/runners/monitor.py keeps the same bounds).
+MONITOR_INTERVAL = 5.0
+MONITOR_INTERVAL_RANGE = (0.5, 3600.0)
+
+
 @dataclass(frozen=True)
 class ArraySpec:
     """A job array as Slurm reads ``--array``: its task indices (sorted, each once) and the
@@ -116,9 +118,6 @@ class JobSpec:
     nccl_debug: bool = False
     python: str = "python3"  # interpreter the job uses for `-m hpcjobs.launch` and .py programs
     chdir: str | None = None
-    # The monitor beside the program (docs/report.md): off with --no-monitor; seconds per sample.
-    monitor: bool = True
-    monitor_interval: float = MONITOR_INTERVAL
     # sbatch options beyond the shape (hpcjobs/sbatch_options.py reads them; docs/sbatch-options.md)
     mem: str | None = None  # per node, Slurm's form: 64G, 512M; 0: all of a node's memory
     mem_per_gpu: str | None = None
@@ -134,6 +133,9 @@ class JobSpec:
     begin: str | None = None  # Slurm time forms: now+1hour, 16:00, 2026-12-24T08:00
     deadline: str | None = None
     sbatch_args: list[str] = field(default_factory=list)  # pass-through, --name=value each
+    # The monitor beside the program (docs/report.md): off with --no-monitor; seconds per sample.
+    monitor: bool = True
+    monitor_interval: float = MONITOR_INTERVAL
     # The hang sentinel (docs/runtime-checks.md): a duration (30m, 600); None: the profile's
     # defaults.hang_timeout; validate makes it seconds, 0 = off.
     hang_timeout: int | str | None = None
