@@ -62,7 +62,8 @@ def one_job(setting: str, prog: str, n: int, nodes: int, env, marker: bool = Tru
     if sub.returncode != 0:
         raise SystemExit(f"job failed ({setting}): {sub.stderr.strip()}")
     info = json.loads(sub.stdout.splitlines()[0])
-    out = open(os.path.join(info["run_dir"], f"slurm-{info['job_id']}.out")).read()
+    with open(os.path.join(info["run_dir"], f"slurm-{info['job_id']}.out")) as f:
+        out = f.read()
     row = {"setting": setting, "job_id": info["job_id"], "load": os.getloadavg()[0]}
     if marker:
         (line,) = [x for x in out.splitlines() if x.startswith("WORK-SECONDS")]

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from hpcjobs import runs, slurm
-from hpcjobs.errors import BadInput, HpcjobsError
+from hpcjobs.errors import HpcjobsError
 
 # cause (hpcjobs why's key) -> what a retry changes
 RULES: dict[str, str] = {

@@ -16,6 +16,8 @@ How each figure is made (docs/report.md):
 
 from __future__ import annotations
 
+import itertools
+
 import math
 from dataclasses import asdict, dataclass, field
 
@@ -101,7 +103,7 @@ def _weights(seg: Segment) -> list[float]:
     ts = [s["t"] for s in seg.samples]
     if len(ts) == 1:
         return [1.0]
-    return [0.0] + [max(0.0, b - a) for a, b in zip(ts, ts[1:])]
+    return [0.0] + [max(0.0, b - a) for a, b in itertools.pairwise(ts)]
 
 
 def _wmean(pairs) -> float | None:
@@ -185,7 +187,7 @@ def gpu_figures(ns: NodeSamples) -> list[GpuFigures]:
                 a["energy"] += e
                 a["has_energy"] = True
             # Time counters (ns) over each interval: exact shares of throttled time.
-            for (w0, t0, g0), (w1, t1, g1) in zip(rows, rows[1:]):
+            for (_, t0, g0), (_, t1, g1) in itertools.pairwise(rows):
                 dt_ns = (t1 - t0) * 1e9
                 if dt_ns <= 0:
                     continue

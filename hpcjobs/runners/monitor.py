@@ -690,7 +690,7 @@ def open_gpus(env, loader=load_nvml) -> tuple[Gpus | None, str]:
         return None, var
     try:
         nvml = loader()
-    except Exception as e:  # noqa: BLE001  NVMLError_LibraryNotFound, DriverNotLoaded, ...
+    except Exception as e:
         if loader is load_nvml and not os.path.isdir("/proc/driver/nvidia"):
             # The sandbox's placeholder GPUs (gres File=/dev/null), a node without the driver.
             return None, (f"no NVIDIA driver on this node (/proc/driver/nvidia) for "
@@ -744,11 +744,15 @@ class Monitor:
 
     def run(self, stop_after: int | None = None) -> int:
         """Sample until a stop signal (or ``stop_after`` samples, for tests)."""
+        # Blocked, then taken by sigtimedwait; the mask is put back at the end, since a signal
+        # mask is inherited by every process started later (a caller's, a test's).
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
-            os.nice(19)
-        except OSError:
-            pass
-        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+            return self._run(stop_after)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+    def _run(self, stop_after: int | None) -> int:
         writer = Writer(samples_path(self.out_dir, self.env))
         who = attribution(self.env, proc=self.proc, cgroup_root=self.cgroup_root)
         meter = ProcMeter(who, self.proc)
@@ -786,7 +790,7 @@ class Monitor:
             if gpus is not None:
                 for ev in gpus.drain_events(now):
                     writer.write(ev)
-        except Exception as e:  # noqa: BLE001  one bad sample is a line, not the end
+        except Exception as e:
             writer.write({"k": "error", "t": round(now, 2), "msg": f"{type(e).__name__}: {e}"})
         writer.sync()
 
@@ -801,7 +805,14 @@ def interval_value(text: str) -> float:
 def main(argv: list[str] | None = None) -> int:
     # First of all: a stop signal that comes while Python starts waits for sigtimedwait
     # instead of killing the monitor before its last sample (the job script waits for the file).
-    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        return _main(argv)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+def _main(argv: list[str] | None) -> int:
     import argparse
 
     p = argparse.ArgumentParser(prog="python -m hpcjobs.runners.monitor",
@@ -828,4 +839,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    try:
+        os.nice(19)  # the job's processes come first on its CPUs
+    except OSError:
+        pass
     sys.exit(main())

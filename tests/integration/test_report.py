@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -56,7 +57,7 @@ def test_receipt_of_a_3_node_job_matches_what_the_job_used(runs_env, tmp_path):
     assert w.returncode == 0, w.stderr
     rec = report_json(job_id, env=runs_env)
     run_dir = json.loads(sub.stdout)["run_dir"]
-    output = open(f"{run_dir}/slurm-{job_id}.out").read()
+    output = Path(f"{run_dir}/slurm-{job_id}.out").read_text()
     own = own_figures(output)
     assert sorted(own) == ["node1", "node2", "node3"], output
     assert rec["state"] == "COMPLETED" and not rec["running"] and rec["where"] == "run record"
@@ -70,7 +71,7 @@ def test_receipt_of_a_3_node_job_matches_what_the_job_used(runs_env, tmp_path):
     assert nodes["node1"]["cpu_seconds"] == pytest.approx(own["node1"]["cpu_s"], rel=0.15, abs=0.3)
     assert nodes["node2"]["cpu_seconds"] < own["node1"]["cpu_s"]
     assert rec["monitor_cpu_seconds"] < 2.0 and rec["wall_source"] == "slurm"
-    json.loads(open(f"{run_dir}/meta.json").read())  # the record itself is intact
+    json.loads(Path(f"{run_dir}/meta.json").read_text())  # the record itself is intact
     text = hpcjobs("report", job_id, env=runs_env)
     assert text.returncode == 0 and text.stdout.startswith(f"job {job_id} (mpi): COMPLETED on node[1-3]")
     assert "node3" in text.stdout and "findings:" in text.stdout

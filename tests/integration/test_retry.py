@@ -121,7 +121,7 @@ def test_a_killed_node_is_excluded_and_the_job_completes_elsewhere(sandbox, runs
         _kill(f"slurmd-{victim}")
         # Slurm declares the node dead (SlurmdTimeout=10 s), the job NODE_FAIL; the follower
         # runs elsewhere and resubmits without the node. Keep it down until that happened.
-        chain = _wait_for(lambda: (c := _chain(sub["run_dir"])) and len(c) == 2 and c, 120,
+        _wait_for(lambda: (c := _chain(sub["run_dir"])) and len(c) == 2 and c, 120,
                           "the retry to be submitted")
         _restart(f"slurmd-{victim}", netns.node_ns(int(victim.removeprefix("node"))), victim,
                  ["slurmd", "-D", "-N", victim])

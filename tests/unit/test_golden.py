@@ -30,6 +30,10 @@ COMMON = dict(
     env={"MY_FLAG": "a b", "SEED": "7"}, output_dir="/scratch/out", array="0-3%2",
     after=["1234:any"], signal="USR1", signal_seconds=90, requeue=True, nccl_debug=True,
     python="/opt/venv/bin/python3", cpus_per_task=4,
+    # sbatch's own options and the runtime checks (preflight, sentinel, monitor)
+    mem="64G", exclude="pve3", comment="golden", mail_type="END,FAIL", mail_user="me@example.org",
+    sbatch_args=["--nice=10"], preflight=True, on_bad_node="exclude", hang_timeout="10m",
+    monitor_interval=10,
 )
 
 SPECS: dict[str, dict] = {

@@ -368,7 +368,7 @@ def test_no_driver_means_no_gpu_figures_and_says_why():
 def test_gpu_sample_fields_and_xids():
     g = FakeGpu(0)
     nv = FakeNvml([FakeGpu(9), g])
-    gpus, how = m.open_gpus({"SLURM_STEP_GPUS": "1"}, loader=lambda: nv)
+    gpus, _how = m.open_gpus({"SLURM_STEP_GPUS": "1"}, loader=lambda: nv)
     assert [i["uuid"] for i in gpus.info] == ["GPU-0000"] or gpus.handles == [g]
     assert gpus.info[0]["mem"] == 32 * 2**30 and gpus.info[0]["energy"] is True
     g.samples = [(10, 40), (20, 60)]

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from hpcjobs.report import findings as F
 from hpcjobs.report import live, live_for_run, receipt_of_dir
 from hpcjobs.report.sources import nccl_transport
 from hpcjobs.report.numbers import GIB, percentile
