@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 class HorovodKind(Kind):
     name = "horovod"
     summary = "Horovod 0.28.1 (unmaintained; see docs/horovod.md), one task per GPU, srun --mpi=pmix"
+    cpu_fallback = "CPU tensors through MPI in place of NCCL"
     template = "horovod.sbatch.j2"
     task_per_gpu = True
     usage = "train.py [ARGS...]"

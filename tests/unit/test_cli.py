@@ -327,6 +327,11 @@ def test_gpu_kinds_on_placeholder_gpus_fall_back_with_a_notice(isolated, tmp_pat
         assert r.returncode == 0 and r.stderr.startswith("hpcjobs: notice: the GPUs of cluster "
                                                          "'fake' are placeholders"), (kind, r.stderr)
         assert r.stderr.count("\n") == 1
+    # each kind names what it really falls back to: torch's gloo only where torch runs
+    for kind, falls in (("train", "torch: gloo"), ("jax", "JAX's CPU backend"), ("ray", "Ray's tasks"),
+                        ("horovod", "CPU tensors through MPI")):
+        r = cli("--cluster", prof, "submit", kind, "--dry-run", "--", "examples/train_ddp.py")
+        assert f"{kind} runs on CPU ({falls}" in r.stderr, (kind, r.stderr)
     # the built-in profile's real V100S: no notice, fp16
     r = cli("submit", "deepspeed", "--dry-run", "--", "examples/ds_zero3.py")
     assert r.returncode == 0 and r.stderr == ""
