@@ -9,9 +9,11 @@ __version__ = "0.1.0"
 
 # public name -> the module that defines it
 _PUBLIC = {
-    **dict.fromkeys(("Cluster", "JobSpec", "JobStatus", "Prepared", "Run", "Submission", "cancel",
-                     "load_cluster", "logs", "plan", "prepare", "queue", "render", "status",
-                     "submit", "wait"), "hpcjobs.api"),
+    **dict.fromkeys(("Cancelled", "Cluster", "JobSpec", "JobStatus", "Output", "Prepared", "Run",
+                     "Submission", "attempts", "cancel", "describe", "describe_end",
+                     "load_cluster", "logs", "outputs", "plan", "prepare", "queue", "read_output",
+                     "render", "status", "submit", "task_summary", "unknown", "wait", "wait_all",
+                     "watch_jobs"), "hpcjobs.api"),
     "preempted": "hpcjobs.preempt",
     "finish": "hpcjobs.shutdown",
     "heartbeat": "hpcjobs.progress",

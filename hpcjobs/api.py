@@ -27,38 +27,11 @@ from hpcjobs.runs import Run
 from hpcjobs.slurm import JobStatus
 from hpcjobs.spec import JobSpec
 
-__all__ = [
-    "Cancelled",
-    "Cluster",
-    "JobSpec",
-    "JobStatus",
-    "Output",
-    "Prepared",
-    "Run",
-    "Submission",
-    "attempts",
-    "cancel",
-    "describe",
-    "describe_end",
-    "format_duration",
-    "known_job_ids",
-    "load_cluster",
-    "logs",
-    "no_such_job",
-    "output_size",
-    "outputs",
-    "plan",
-    "prepare",
-    "queue",
-    "read_output",
-    "render",
-    "status",
-    "submit",
-    "task_summary",
-    "unknown",
-    "wait",
-    "wait_all",
-    "watch_jobs",
+__all__ = [  # exactly the names of docs/api.md (tests/unit/test_public_api.py)
+    "Cancelled", "Cluster", "JobSpec", "JobStatus", "Output", "Prepared", "Run", "Submission",
+    "attempts", "cancel", "describe", "describe_end", "load_cluster", "logs", "outputs", "plan",
+    "prepare", "queue", "read_output", "render", "status", "submit", "task_summary", "unknown",
+    "wait", "wait_all", "watch_jobs",
 ]
 
 
@@ -108,7 +81,7 @@ def submit(job: JobSpec | Prepared, cluster: Cluster | None = None, *, dry_run: 
     Nothing is written unless sbatch accepts the job. An array larger than Slurm's limits
     (MaxArraySize, max_array_tasks, read from ``scontrol show config``) goes in as several
     Slurm arrays under one logical id (hpcjobs/arrays.py). With ``spec.retry`` the job is
-    submitted held, its follower queued (hpcjobs/attempts.py), then released. ``retry_of``: the
+    submitted held, its follower queued (hpcjobs/chains.py), then released. ``retry_of``: the
     first job of the retry chain this submission continues (hpcjobs.retry passes it).
     """
     if not isinstance(job, Prepared):
@@ -164,10 +137,10 @@ def submit(job: JobSpec | Prepared, cluster: Cluster | None = None, *, dry_run: 
         runs.link_job(run, jid)
     follower = None
     if s.retry:
-        from hpcjobs import attempts
+        from hpcjobs import chains
 
         try:
-            follower = attempts.start(run, job_id, s, retry_of=retry_of, cwd=s.chdir)
+            follower = chains.start(run, job_id, s, retry_of=retry_of, cwd=s.chdir)
         except BaseException:
             slurm.scancel([job_id])  # held: it never ran
             runs.discard(run)
@@ -183,10 +156,10 @@ def _dependency(s: JobSpec) -> str | None:
 
 def attempts(job_id: str) -> list:
     """The attempts of the retry chain ``job_id`` heads (``submit --retry``), from its record
-    (no Slurm call): [hpcjobs.attempts.Attempt], [] for any other job. Each ended attempt has
+    (no Slurm call): [hpcjobs.chains.Attempt], [] for any other job. Each ended attempt has
     how it ended, the cause, the decision and what changed; the last one's state is
     ``status(job_id)``'s."""
-    from hpcjobs import attempts as chains
+    from hpcjobs import chains
 
     run = runs.find(job_id) if "_" not in job_id else None
     return chains.chain_of(run) if run is not None and run.job_id == job_id else []
@@ -194,8 +167,8 @@ def attempts(job_id: str) -> list:
 
 def _views(job_ids: list[str]) -> dict:
     """{id: its logical view} for the ids that stand for several Slurm jobs: a split array
-    (hpcjobs.arrays.LogicalArray) or a retry chain (hpcjobs.attempts.Chain)."""
-    from hpcjobs import arrays, attempts as chains
+    (hpcjobs.arrays.LogicalArray) or a retry chain (hpcjobs.chains.Chain)."""
+    from hpcjobs import arrays, chains
 
     out = {}
     recorded = runs.recorded_ids()

@@ -1,7 +1,7 @@
 """Retries that change what they ask for: ``hpcjobs submit --retry N`` (docs/retry.md).
 
 A job that failed for a known, recoverable cause comes back with its request adjusted, within
-the budget N the user set, each retry recorded in the chain (hpcjobs/attempts.py). The cause is
+the budget N the user set, each retry recorded in the chain (hpcjobs/chains.py). The cause is
 the one ``hpcjobs why`` names (hpcjobs.triage); the rules (:data:`RULES`):
 
 - ``time_limit`` (TIMEOUT): a longer ``--time`` (x ``--retry-time-factor``, 2 by default),

@@ -71,7 +71,7 @@ class Run:
     def job_id(self) -> str | None:
         return self.meta().get("job_id")
 
-    # A retry chain (hpcjobs/attempts.py, docs/retry.md) lives in its first record's
+    # A retry chain (hpcjobs/chains.py, docs/retry.md) lives in its first record's
     # attempts.json: a file of its own, because the job that decides a retry writes it from a
     # compute node while watchers may be writing meta.json ("final") at the same time.
     def attempts(self) -> dict:

@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("kinds", ("hpcjobs.kinds",)),
     ("prepare and render", ("hpcjobs.prepared", "hpcjobs.rendering")),
     ("services", ("hpcjobs.watch", "hpcjobs.doctor", "hpcjobs.sandbox", "hpcjobs.report",
-                  "hpcjobs.arrays", "hpcjobs.attempts")),
+                  "hpcjobs.arrays", "hpcjobs.chains")),
     ("api", ("hpcjobs.api", "hpcjobs.triage", "hpcjobs.retry")),
     ("cli", ("hpcjobs.cli", "hpcjobs.__main__")),
 ]

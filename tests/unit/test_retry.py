@@ -1,5 +1,5 @@
 """The retry rules (hpcjobs/retry.py decide, bad_nodes) and the chain's status
-(hpcjobs/attempts.py fold): pure. The real causes on the sandbox are in
+(hpcjobs/chains.py fold): pure. The real causes on the sandbox are in
 tests/integration/test_retry.py."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from hpcjobs import attempts, retry
+from hpcjobs import chains, retry
 from hpcjobs.errors import BadInput
 from hpcjobs.retry import Situation, decide
 from hpcjobs.slurm import JobStatus
@@ -160,7 +160,7 @@ def _chain(tmp_path, entries):
     (tmp_path / "meta.json").write_text(json.dumps({"job_id": "100"}))
     (tmp_path / "attempts.json").write_text(json.dumps({"budget": 2, "attempts": entries}))
     run = Run(tmp_path)
-    return attempts.view(run, "100")
+    return chains.view(run, "100")
 
 
 def test_a_chain_waits_while_its_follower_decides(tmp_path):
