@@ -33,7 +33,7 @@ import sys
 import time
 
 PYSPY_TIMEOUT = 30.0  # seconds for one py-spy dump
-FR_WAIT = 5.0  # seconds to wait for flight recorder dumps after the pipe was written
+FR_WAIT = 20.0  # seconds for the dumps after the pipe was written (torch 2.11 on 1x H200: 6-8 s, most of it collecting C++ stack traces)
 FR_LAST = 5  # entries of each rank's flight recorder kept in the report
 
 
