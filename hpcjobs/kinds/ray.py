@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 class RayKind(Kind):
     name = "ray"
     summary = "a Ray cluster over the job's nodes (ports per job), the driver on its head"
-    cpu_fallback = "Ray's tasks on the nodes' CPUs: no CUDA device behind a GPU"
+    cpu_fallback = "Ray's tasks on the nodes' CPUs; ray status counts no GPU there"
     template = "ray.sbatch.j2"
     usage = "driver.py [ARGS...]"
     options = (
