@@ -76,12 +76,26 @@ def samples_path(out_dir: str, env) -> str:
     return os.path.join(out_dir, job_label(env), f"{node_name(env)}.jsonl")
 
 
+def _makedirs_private(path: str) -> None:
+    """mkdir -p where every directory it makes is 0700: os.makedirs gives its mode to the last
+    one only, and the run record's monitor/ would be readable by everyone (umask 022)."""
+    missing = []
+    while path and not os.path.isdir(path):
+        missing.append(path)
+        path = os.path.dirname(path)
+    for d in reversed(missing):
+        try:
+            os.mkdir(d, 0o700)
+        except FileExistsError:  # another node's monitor made it first (a shared filesystem)
+            pass
+
+
 class Writer:
     """Append-only JSON lines: one write(2) per line, so a kill never leaves half of one in
     the middle of the file."""
 
     def __init__(self, path: str):
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+        _makedirs_private(os.path.dirname(path))
         self.path = path
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
         if _ends_torn(path):  # an earlier monitor was killed mid-line: close that line first

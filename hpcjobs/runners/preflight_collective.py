@@ -114,7 +114,7 @@ def _torch(env, dog: Watchdog, info: dict, node: str, rank: int, deadline: float
     nccl_log = None
     if gpu:
         # NCCL's own init log, for this process only (the program keeps the job's NCCL_DEBUG).
-        os.makedirs(log_dir, exist_ok=True)
+        os.makedirs(log_dir, mode=0o700, exist_ok=True)
         nccl_log = os.path.join(log_dir, f"nccl-{attempt}-{node}-{rank}.log")
         os.environ.update(NCCL_DEBUG="INFO", NCCL_DEBUG_SUBSYS="INIT,NET",
                           NCCL_DEBUG_FILE=nccl_log)

@@ -193,7 +193,7 @@ def run_dump(cfg: Config, steps: list[str], out: Path, *, stacks: bool = True) -
     """One task per node (``srun --overlap``: beside the program's step, on its CPUs; --mem=0
     and no GRES, or the step would wait for memory and GPUs the program holds): each writes its
     ranks' record to OUT/<host>.json. Returns every rank's record."""
-    out.mkdir(parents=True, exist_ok=True)
+    out.mkdir(mode=0o700, parents=True, exist_ok=True)  # its parent is already 0700 (the template)
     for old in out.glob("*.json"):
         old.unlink()
     n = str(cfg.nodes)

@@ -80,8 +80,10 @@ def test_controller_unreachable_submit_status_wait_exit_3(sandbox, runs_env, tmp
 
     sub = hpcjobs("submit", "mpi", "--nodes", "1", "--", "true", env=env)
     assert sub.returncode == 3, sub.stdout + sub.stderr
-    assert sub.stderr.startswith("hpcjobs: error: sbatch: error: Batch job submission failed: "
-                                 "Unable to contact slurm controller"), sub.stderr
+    # Slurm's own words, from the first command that needed the controller: the check of the
+    # request against the live partition (scontrol) or, past it, sbatch.
+    assert sub.stderr.startswith("hpcjobs: error: ") and \
+        "Unable to contact slurm controller" in sub.stderr, sub.stderr
     assert sub.stderr.count("\n") == 1 and "Traceback" not in sub.stderr
     runs = Path(runs_env["HPCJOBS_RUNS_DIR"])
     assert len([p for p in runs.iterdir() if not p.name.startswith(("by-id", "."))]) == 1, \
@@ -233,6 +235,8 @@ def test_bad_specs_leave_the_live_queue_untouched(sandbox, runs_env):
     tried = 0
     for args, _ in CASES:
         if "{tmp}" in " ".join(args) or "--job-name" in args or "submit" not in args:
+            continue
+        if "node1" in args:  # bad for the built-in profile (pve1..3), a real node of the sandbox
             continue
         i = args.index("submit") + 2
         r = hpcjobs(*args[:i], "--job-name", mark, *args[i:], env=runs_env)

@@ -96,8 +96,18 @@ def test_pretrain_gpt_without_its_required_arguments_never_reaches_slurm(sandbox
     r = subprocess.run([sys.executable, "-m", "hpcjobs", "submit", "megatron", "--megatron-path",
                         str(tmp_path), "--", "--num-layers", "2", "--hidden-size", "64"],
                        capture_output=True, text=True, cwd=ROOT, env=env, check=False)
-    assert r.returncode == 2
-    assert r.stderr.startswith("hpcjobs: error: --num-attention-heads: pretrain_gpt.py needs it")
+    # The sandbox's GPUs are placeholders: pretrain_gpt.py cannot run there whatever its
+    # arguments, and that is said first.
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith("hpcjobs: error: --megatron-path: pretrain_gpt.py needs CUDA GPUs"), r.stderr
+    assert r.stderr.count("\n") == 1
+    # For a cluster with real GPUs (the built-in profile), the missing argument is the refusal.
+    builtin = ROOT / "hpcjobs" / "data" / "default_cluster.toml"
+    r = subprocess.run([sys.executable, "-m", "hpcjobs", "submit", "megatron", "--cluster", str(builtin),
+                        "--megatron-path", str(tmp_path), "--", "--num-layers", "2", "--hidden-size", "64"],
+                       capture_output=True, text=True, cwd=ROOT, env=env, check=False)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith("hpcjobs: error: --num-attention-heads: pretrain_gpt.py needs it"), r.stderr
     assert not Path(env["HPCJOBS_RUNS_DIR"]).exists()
 
 

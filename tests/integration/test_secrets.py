@@ -68,7 +68,9 @@ def test_run_records_are_owner_only(sandbox, tmp_path):
     env = {**os.environ, "HPCJOBS_RUNS_DIR": str(runs)}
     old = os.umask(0o022)  # a usual umask: group and others could read new files
     try:
-        sub = hpcjobs("submit", "mpi", "--nodes", "1", "--wait", "--json", "--", "true", env=env)
+        # --preflight: its directory in the record too (the monitor's is there by default).
+        sub = hpcjobs("submit", "mpi", "--nodes", "1", "--preflight", "--wait", "--json", "--", "true",
+                      env=env)
     finally:
         os.umask(old)
     assert sub.returncode == 0, sub.stderr
