@@ -20,7 +20,6 @@ import socket
 import sys
 
 from hpcjobs.bench import report
-from hpcjobs.errors import HpcjobsError
 
 DTYPES = {"float": ("float32", 4), "half": ("float16", 2), "bfloat16": ("bfloat16", 2)}
 
@@ -37,13 +36,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=None, help="untimed iterations first (default 5/2)")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float", help="element type")
     p.add_argument("--backend", choices=("auto", "nccl", "gloo"), default="auto")
-    p.add_argument("--link-gbps", type=float, default=None,
-                   help="line rate of one port in Gb/s, for the verdict (default: [fabric] "
-                        "rate_gbps of the cluster profile in use on the node)")
-    p.add_argument("--fabric", default="", help="fabric kind, for the verdict's text (default: "
-                   "the profile's, with --link-gbps unset)")
-    p.add_argument("--out", default=None, help="directory for the JSON (and PNG) results")
-    p.add_argument("--name", default="bench-allreduce", help="file name stem of the results")
+    report.add_link_args(p, "bench-allreduce")
     return p.parse_args(argv)
 
 
@@ -55,10 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"bench-allreduce: --min-size: {e}", file=sys.stderr)
         return 2
-    try:
-        link_source = report.link_from_profile(args)
-    except (OSError, ValueError, HpcjobsError) as e:  # costs the verdict, not the figures
-        args.link_gbps, link_source = 0.0, f"no profile ({e})"
+    link_source = report.link_source(args)
 
     import torch
     import torch.distributed as dist

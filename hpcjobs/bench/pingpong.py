@@ -20,7 +20,6 @@ import os
 import sys
 
 from hpcjobs.bench import report
-from hpcjobs.errors import HpcjobsError
 
 ACK_TAG, DATA_TAG = 2, 1
 
@@ -34,13 +33,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=50, help="untimed round trips first (likewise)")
     p.add_argument("--window", type=int, default=64, help="messages in flight for bandwidth")
     p.add_argument("--bw-iters", type=int, default=50, help="timed windows per size (large: a fifth)")
-    p.add_argument("--link-gbps", type=float, default=None,
-                   help="line rate of one port in Gb/s, for the verdict (default: [fabric] "
-                        "rate_gbps of the cluster profile in use on the node)")
-    p.add_argument("--fabric", default="", help="fabric kind, for the verdict's text (default: "
-                   "the profile's, with --link-gbps unset)")
-    p.add_argument("--out", default=None, help="directory for the JSON (and PNG) results")
-    p.add_argument("--name", default="bench-mpi", help="file name stem of the results")
+    report.add_link_args(p, "bench-mpi")
     return p.parse_args(argv)
 
 
@@ -54,10 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"bench-mpi: --max-size: {e}", file=sys.stderr)
         return 2
-    try:
-        link_source = report.link_from_profile(args)
-    except (OSError, ValueError, HpcjobsError) as e:  # costs the verdict, not the figures
-        args.link_gbps, link_source = 0.0, f"no profile ({e})"
+    link_source = report.link_source(args)
     from mpi4py import MPI
 
     comm = MPI.COMM_WORLD

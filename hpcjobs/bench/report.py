@@ -231,6 +231,29 @@ def write_png(path: str, result: Result, *, y: str, ylabel: str, title: str) -> 
     return path
 
 
+def add_link_args(p, name: str) -> None:
+    """The options both benchmarks share: the line rate to judge against and where results go."""
+    p.add_argument("--link-gbps", type=float, default=None,
+                   help="line rate of one port in Gb/s, for the verdict (default: [fabric] "
+                        "rate_gbps of the cluster profile in use on the node)")
+    p.add_argument("--fabric", default="", help="fabric kind, for the verdict's text (default: "
+                   "the profile's, with --link-gbps unset)")
+    p.add_argument("--out", default=None, help="directory for the JSON (and PNG) results")
+    p.add_argument("--name", default=name, help="file name stem of the results")
+
+
+def link_source(args) -> str:
+    """:func:`link_from_profile`, where a profile that cannot be read costs the verdict (no line
+    rate: 0), never the figures."""
+    from hpcjobs.errors import HpcjobsError
+
+    try:
+        return link_from_profile(args)
+    except (OSError, ValueError, HpcjobsError) as e:
+        args.link_gbps = 0.0
+        return f"no profile ({e})"
+
+
 def link_from_profile(args, env: dict | None = None) -> str:
     """Fill ``args.link_gbps``/``args.fabric`` from the cluster profile in use on this node when
     the command line gave none (the direct-use scripts: sbatch job_templates/bench-*.sbatch), so
