@@ -61,6 +61,8 @@ HEAD_ONLY = ("gcs", "ray_client_server", "dashboard", "autoscaler_metrics", "das
 # The two ports Ray takes from the environment, not from `ray start` flags (both head only).
 ENV_PORTS = {"autoscaler_metrics": "AUTOSCALER_METRIC_PORT", "dashboard_metrics": "DASHBOARD_METRIC_PORT"}
 WORKERS_FROM = 16
+# Head-only ports whose Ray defaults a worker's `ray start` checks all the same (see flags()).
+WORKER_CHECKED = ("ray_client_server", "dashboard")
 
 
 def _blocks() -> tuple[int, ...]:
@@ -118,6 +120,13 @@ class RayPorts:
         for name, port in self.named(head).items():
             if name not in ENV_PORTS:
                 out += ["--port" if name == "gcs" else f"--{name.replace('_', '-')}-port", str(port)]
+        if not head:
+            # A worker binds neither, but `ray start` still checks its worker range against
+            # their defaults (8265, 10001: RayParams.update_pre_selected_port) and refuses to
+            # start when a block's range covers one ("worker_ports is trying to use a port
+            # number 8265"): name the block's own reserved ports instead.
+            for name in WORKER_CHECKED:
+                out += [f"--{name.replace('_', '-')}-port", str(self.port(name))]
         lo, hi = self.workers
         return out + ["--min-worker-port", str(lo), "--max-worker-port", str(hi)]
 

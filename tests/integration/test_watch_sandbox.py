@@ -227,7 +227,7 @@ def test_wait_prints_one_line_per_state_change_off_a_terminal(sandbox, runs_env)
 
 def test_ctrl_c_on_submit_wait_leaves_the_job_running(sandbox, runs_env):
     p = subprocess.Popen([sys.executable, "-m", "hpcjobs", "submit", "mpi", "--nodes", "1", "--wait",
-                          "--", "sh", "-c", "sleep 5; echo finished anyway"], cwd=ROOT,
+                          "--", "sh", "-c", "sleep 20; echo finished anyway"], cwd=ROOT,
                          env=runs_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     jid = None
     try:

@@ -69,6 +69,30 @@ def test_flags_are_ray_starts_own():
     assert p.env(False) == {}
 
 
+def test_ray_accepts_the_ports_of_every_block_on_head_and_workers():
+    """Ray's own check (RayParams.update_pre_selected_port), fed as `ray start` feeds it: a
+    worker's range once covered Ray's dashboard default 8265 (block 8192) and ray start
+    refused to run there (CI, job 21764795)."""
+    scripts = pytest.importorskip("ray.scripts.scripts")
+    from ray._private.parameter import RayParams
+
+    for b in range(len(rayrun.BLOCKS)):
+        p = rayrun.RayPorts(b, b)
+        for head in (True, False):
+            args = p.flags(head) + (["--head"] if head else ["--address", "10.0.0.1:1"])
+            v = scripts.start.make_context("start", args).params
+            RayParams(
+                redis_port=v["port"], min_worker_port=v["min_worker_port"],
+                max_worker_port=v["max_worker_port"], object_manager_port=v["object_manager_port"],
+                node_manager_port=v["node_manager_port"],
+                ray_client_server_port=v["ray_client_server_port"] or 10001,  # as ray start does
+                dashboard_port=v["dashboard_port"], metrics_agent_port=v["dashboard_agent_grpc_port"],
+                dashboard_agent_listen_port=v["dashboard_agent_listen_port"],
+                runtime_env_agent_port=v["runtime_env_agent_port"],
+                metrics_export_port=v["metrics_export_port"],
+            ).update_pre_selected_port()  # raises ValueError on any shared port
+
+
 def _free_job_id() -> int:
     """A job id whose home block and the next one are free here (a real bind test)."""
     for job in range(1000, 1200):
