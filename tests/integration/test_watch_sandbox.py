@@ -225,10 +225,18 @@ def test_wait_prints_one_line_per_state_change_off_a_terminal(sandbox, runs_env)
     assert "slept" in hpcjobs("logs", jid, env=runs_env).stdout
 
 
+def _ctrl_c_as_at_a_terminal() -> None:
+    # Tests started in the background by a non-interactive shell (`./.ci/run &`, nohup) inherit
+    # SIGINT ignored, and Python then keeps it ignored (no KeyboardInterrupt: right for such a
+    # process). The user this test plays pressed Ctrl-C at a terminal: SIGINT at its default.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_on_submit_wait_leaves_the_job_running(sandbox, runs_env):
     p = subprocess.Popen([sys.executable, "-m", "hpcjobs", "submit", "mpi", "--nodes", "1", "--wait",
                           "--", "sh", "-c", "sleep 20; echo finished anyway"], cwd=ROOT,
-                         env=runs_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         env=runs_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=_ctrl_c_as_at_a_terminal)
     jid = None
     try:
         jid = re.search(r"Submitted batch job (\d+)", p.stdout.readline()).group(1)
