@@ -57,7 +57,7 @@ def scontrol_job(job_id: str) -> dict[str, str]:
     fields = {}
     # Values may hold spaces (Command=, Reason=): split only before "Key=" tokens.
     for m in re.finditer(r"(\S+?)=(.*?)(?=\s+\S+?=|$)", out[0]):
-        fields[m.group(1)] = m.group(2)
+        fields[m.group(1)] = m.group(2).rstrip()  # 24.11 ends the line with a blank
     return fields
 
 
