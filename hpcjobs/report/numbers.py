@@ -17,7 +17,6 @@ How each figure is made (docs/report.md):
 from __future__ import annotations
 
 import itertools
-
 import math
 from dataclasses import asdict, dataclass, field
 

@@ -78,16 +78,13 @@ def samples_path(out_dir: str, env) -> str:
 
 def _makedirs_private(path: str) -> None:
     """mkdir -p where every directory it makes is 0700: os.makedirs gives its mode to the last
-    one only, and the run record's monitor/ would be readable by everyone (umask 022)."""
-    missing = []
-    while path and not os.path.isdir(path):
-        missing.append(path)
-        path = os.path.dirname(path)
-    for d in reversed(missing):
-        try:
-            os.mkdir(d, 0o700)
-        except FileExistsError:  # another node's monitor made it first (a shared filesystem)
-            pass
+    one only, and the run record's monitor/ would be readable by everyone (umask 022). The
+    monitor is one thread here, so the umask is its own to set for a moment."""
+    old = os.umask(0o077)
+    try:
+        os.makedirs(path, exist_ok=True)
+    finally:
+        os.umask(old)
 
 
 class Writer:

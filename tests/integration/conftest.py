@@ -9,7 +9,6 @@ at 2 s, then 10 s: much slower), then returns what the job printed.
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from hpcjobs import slurm
 from tests.conftest import ROOT
 
 FINAL = {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL",
@@ -54,11 +54,9 @@ def scontrol_job(job_id: str) -> dict[str, str]:
                          text=True).stdout.splitlines()
     if not out:
         return {}
-    fields = {}
-    # Values may hold spaces (Command=, Reason=): split only before "Key=" tokens.
-    for m in re.finditer(r"(\S+?)=(.*?)(?=\s+\S+?=|$)", out[0]):
-        fields[m.group(1)] = m.group(2).rstrip()  # 24.11 ends the line with a blank
-    return fields
+    # hpcjobs' own parser: values with blanks (Command=, Reason=), 22.05's and 24.11's keys, and
+    # the blank 24.11 ends the line with.
+    return slurm.parse_kv(out[0], job=True)
 
 
 def wait_job(job_id: str, timeout: float = 120.0) -> dict[str, str]:
